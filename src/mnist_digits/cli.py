@@ -1,0 +1,238 @@
+"""The `mnist-digits` command line: argparse subcommands that parse and dispatch, nothing more.
+
+User mistakes (`MnistDigitsError`, bad flags) print one line to stderr and exit 2 (usage) or 1
+(anything else the user must fix), never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+from mnist_digits.errors import ConfigError, MnistDigitsError
+
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+DEFAULT_RESULTS_DIR = "results"
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are one line, not the usage block plus a line."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {value}")
+    return value
+
+
+def _option(text: str) -> tuple[str, Any]:
+    """Parses `KEY=VALUE`, VALUE as JSON when it parses (numbers, lists, true), else a string."""
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    try:
+        return key, json.loads(value)
+    except json.JSONDecodeError:
+        return key, value
+
+
+def _add_training_flags(p: argparse.ArgumentParser) -> None:
+    """Flags shared by `train` and `compare`; each overrides the model's recipe and --config."""
+    g = p.add_argument_group("training (override the model's recipe and --config)")
+    g.add_argument("--epochs", type=_positive_int, help="maximum number of epochs")
+    g.add_argument("--batch-size", type=_positive_int)
+    g.add_argument("--optimizer", help="adam, adamw, sgd or rmsprop")
+    g.add_argument("--learning-rate", "--lr", type=_positive_float, dest="learning_rate")
+    g.add_argument("--lr-schedule", help="constant, cosine or warmup_cosine")
+    g.add_argument("--warmup-epochs", type=float)
+    g.add_argument("--weight-decay", type=float)
+    g.add_argument("--label-smoothing", type=float)
+    g.add_argument("--patience", type=int, dest="early_stopping_patience",
+                   help="early-stopping patience in epochs; 0 disables")
+    g.add_argument("--val-size", type=_positive_int, help="validation images (default 10000)")
+    g.add_argument("--option", type=_option, action="append", dest="model_options",
+                   metavar="KEY=VALUE", help="a model builder option, e.g. dropout=0.3; repeatable")
+    g.add_argument("--data-dir", help="folder with the MNIST .gz files (default: data/mnist)")
+    g.add_argument("--limit", type=_positive_int,
+                   help="use only the first N images of each split (quick experiments)")
+    g.add_argument("--config", type=Path, help="JSON file of config fields (below the flags)")
+    p.add_argument("--results-dir", type=Path, default=Path(DEFAULT_RESULTS_DIR),
+                   help="where run folders go (default: results)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser with all subcommands."""
+    parser = _Parser(prog="mnist-digits",
+                     description="Train, compare and evaluate digit classifiers on MNIST.")
+    from mnist_digits import __version__
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("-q", "--quiet", action="store_true", help="log warnings only")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
+                                parser_class=_Parser)
+
+    p = sub.add_parser("train", help="train a model, evaluate it, write the report")
+    p.add_argument("--model", help="model preset (see list-models); default cnn_bn")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--tag", help="suffix for the run folder's name")
+    p.add_argument("--resume", type=Path, metavar="RUN_DIR",
+                   help="continue an interrupted run in RUN_DIR from its last completed epoch")
+    _add_training_flags(p)
+
+    p = sub.add_parser("evaluate", help="redo a run's evaluation report on the test set")
+    p.add_argument("run_dir", type=Path, metavar="RUN_DIR")
+
+    p = sub.add_parser("list-models", help="list the model presets")
+    p.add_argument("--format", choices=("text", "json"), default="text")
+
+    p = sub.add_parser("compare", help="train several models over seeds and tabulate them")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--models", help="comma-separated presets, or 'all'")
+    src.add_argument("--runs", type=Path, nargs="+", metavar="RUN_DIR",
+                     help="tabulate existing runs instead of training")
+    p.add_argument("--seeds", type=_positive_int, default=3, help="seeds 0..N-1 (default 3)")
+    _add_training_flags(p)
+    return parser
+
+
+_TRAIN_FIELDS = ("model", "seed", "epochs", "batch_size", "optimizer", "learning_rate",
+                 "lr_schedule", "warmup_epochs", "weight_decay", "label_smoothing",
+                 "early_stopping_patience", "val_size", "data_dir", "limit")
+
+
+def _cli_values(args: argparse.Namespace) -> dict[str, Any]:
+    values = {k: getattr(args, k, None) for k in _TRAIN_FIELDS}
+    if args.model_options:
+        values["model_options"] = dict(args.model_options)
+    return values
+
+
+def _file_values(args: argparse.Namespace) -> dict[str, Any]:
+    from mnist_digits.config import read_config_file
+
+    return read_config_file(args.config) if args.config else {}
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from mnist_digits import runs, train
+    from mnist_digits.config import TrainConfig, resolve_config
+
+    if args.resume:
+        given = [k for k, v in _cli_values(args).items() if v is not None]
+        if given or args.config or args.tag:
+            flags = ", ".join("--" + k.replace("_", "-") for k in given) or "the other flags"
+            raise ConfigError(f"--resume continues a run with its saved config; drop {flags}")
+        run_dir = runs.resolve_run_dir(args.resume, need=runs.CONFIG)
+        config = TrainConfig(**runs.read_json(run_dir / runs.CONFIG)["config"])
+        results_dir = run_dir.parent
+    else:
+        config = resolve_config(_file_values(args), _cli_values(args))
+        results_dir = args.results_dir
+        run_dir = runs.new_run_dir(results_dir, config.model, args.tag)
+    print(f"Run folder: {run_dir}", flush=True)
+    metrics = train.train(config, run_dir, resume=bool(args.resume))
+    runs.point_latest(results_dir, run_dir)
+    print(f"{config.model}: test accuracy {metrics['test']['accuracy']:.2%} "
+          f"(validation {metrics['val']['accuracy']:.2%}), {metrics['epochs_run']} epochs, "
+          f"{metrics['train_seconds']:.0f} s of training")
+    print(run_dir)
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from mnist_digits import evaluate
+
+    metrics = evaluate.evaluate_run(args.run_dir)
+    print(f"{metrics['model']}: test accuracy {metrics['test']['accuracy']:.2%} "
+          f"(validation {metrics['val']['accuracy']:.2%}), {metrics['num_errors']} errors")
+    print(Path(args.run_dir).resolve())
+    return 0
+
+
+def cmd_list_models(args: argparse.Namespace) -> int:
+    from mnist_digits import models
+
+    names = models.list_models()
+    if args.format == "text":
+        print("\n".join(names))
+        return 0
+    out = []
+    for name in names:
+        spec = models.get_model_spec(name)
+        out.append({"name": name, "family": spec.family,
+                    "params": models.count_params(models.build_model(name)),
+                    "description": spec.description, "recipe": dict(spec.recipe)})
+    print(json.dumps(out, indent=2))
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from mnist_digits import compare, models, runs
+
+    if args.runs:
+        run_dirs = args.runs
+    else:
+        names = models.list_models() if args.models == "all" else \
+            [n.strip() for n in args.models.split(",") if n.strip()]
+        if not names:
+            raise ConfigError("--models needs at least one preset name")
+        cli_values = {k: v for k, v in _cli_values(args).items() if k not in ("model", "seed")}
+        run_dirs = compare.train_runs(names, range(args.seeds), args.results_dir,
+                                      file_values=_file_values(args), cli_values=cli_values)
+    out_dir = runs.new_run_dir(args.results_dir, "compare")
+    rows = compare.write_comparison(run_dirs, out_dir)
+    print(compare.to_markdown(rows), end="")
+    print(out_dir)
+    return 0
+
+
+COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "list-models": cmd_list_models,
+            "compare": cmd_compare}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Runs the command line; returns the exit status."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exit_:
+        return int(exit_.code or 0)
+    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
+                        format="%(levelname)s %(name)s: %(message)s")
+    # TensorFlow's C++ start-up chatter buries the useful output; errors still show.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    try:
+        return COMMANDS[args.command](args)
+    except ConfigError as err:
+        print(f"mnist-digits {args.command}: error: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    except MnistDigitsError as err:
+        print(f"mnist-digits {args.command}: error: {err}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print(f"mnist-digits {args.command}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED

@@ -1,0 +1,132 @@
+"""Comparing presets: train each model with each seed as a normal run, then tabulate.
+
+The table reports every figure as mean ± std over seeds (sample std; 0 for a single seed) and is
+written as Markdown, CSV and a bar chart into its own `results/<stamp>-compare/` folder.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mnist_digits import evaluate, plots, runs
+from mnist_digits.config import resolve_config
+
+log = logging.getLogger(__name__)
+
+_STATS = (("epochs_run", "epochs"), ("train_seconds", "train_seconds"),
+          ("val_accuracy", "val_accuracy"), ("test_accuracy", "test_accuracy"))
+
+
+def train_runs(
+    model_names: Sequence[str],
+    seeds: Sequence[int],
+    results_dir: str | os.PathLike,
+    *,
+    file_values: Mapping[str, Any] | None = None,
+    cli_values: Mapping[str, Any] | None = None,
+) -> list[Path]:
+    """Trains every model with every seed, each in its own run folder; returns the folders.
+
+    Each model gets its own recipe; `file_values` and `cli_values` (e.g. `{"epochs": 2}`) apply
+    on top of it for every model, as they would for `train`.
+    """
+    from mnist_digits import train  # late: imports Keras
+
+    # Resolve every config before training anything, so a typo fails at once, not an hour in.
+    configs = [resolve_config(file_values, {**(cli_values or {}), "model": name, "seed": seed})
+               for name in model_names for seed in seeds]
+    run_dirs = []
+    for i, config in enumerate(configs, 1):
+        run_dir = runs.new_run_dir(results_dir, config.model, f"s{config.seed}")
+        log.info("compare: run %d of %d: %s seed %d", i, len(configs), config.model, config.seed)
+        train.train(config, run_dir)
+        runs.point_latest(results_dir, run_dir)
+        run_dirs.append(run_dir)
+    return run_dirs
+
+
+def _mean_std(values: Sequence[float]) -> tuple[float, float]:
+    array = np.asarray(values, dtype=float)
+    return float(array.mean()), float(array.std(ddof=1)) if len(array) > 1 else 0.0
+
+
+def summarize(run_metrics: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Groups runs by model and reduces each figure to mean and std over seeds.
+
+    Args:
+        run_metrics: dicts as returned by `evaluate.load_metrics`.
+
+    Returns:
+        One row per model, in first-seen order: `model`, `family`, `params`, `seeds` (how many
+        runs), and `<figure>_mean` / `<figure>_std` for epochs, train_seconds, val_accuracy and
+        test_accuracy.
+    """
+    groups: dict[str, list[Mapping[str, Any]]] = {}
+    for m in run_metrics:
+        groups.setdefault(m["model"], []).append(m)
+    rows = []
+    for model, members in groups.items():
+        row: dict[str, Any] = {"model": model, "family": members[0]["family"],
+                               "params": members[0]["params"], "seeds": len(members)}
+        figures = {
+            "epochs_run": [m["epochs_run"] for m in members],
+            "train_seconds": [m["train_seconds"] for m in members],
+            "val_accuracy": [m["val"]["accuracy"] for m in members],
+            "test_accuracy": [m["test"]["accuracy"] for m in members],
+        }
+        for key, name in _STATS:
+            row[f"{name}_mean"], row[f"{name}_std"] = _mean_std(figures[key])
+        rows.append(row)
+    return rows
+
+
+def to_csv(rows: Sequence[Mapping[str, Any]]) -> str:
+    """The summary rows as CSV text, numbers unrounded."""
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=list(rows[0]), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return out.getvalue()
+
+
+def to_markdown(rows: Sequence[Mapping[str, Any]]) -> str:
+    """The summary rows as a Markdown table, accuracies in percent, mean ± std."""
+    lines = ["| model | family | params | epochs | train s | val acc. (%) | test acc. (%) | "
+             "seeds |", "|---|---|--:|--:|--:|--:|--:|--:|"]
+    for r in rows:
+        lines.append(
+            f"| {r['model']} | {r['family']} | {r['params']:,} | {r['epochs_mean']:.1f} | "
+            f"{r['train_seconds_mean']:.0f} ± {r['train_seconds_std']:.0f} | "
+            f"{100 * r['val_accuracy_mean']:.2f} ± {100 * r['val_accuracy_std']:.2f} | "
+            f"{100 * r['test_accuracy_mean']:.2f} ± {100 * r['test_accuracy_std']:.2f} | "
+            f"{r['seeds']} |")
+    return "\n".join(lines) + "\n"
+
+
+def write_comparison(run_dirs: Sequence[str | os.PathLike], out_dir: str | os.PathLike) -> \
+        list[dict[str, Any]]:
+    """Writes `comparison.md`, `comparison.csv` and `comparison.png` for finished runs.
+
+    Raises:
+        RunError: a run folder has no `metrics.json`.
+    """
+    out_dir = Path(out_dir)
+    metrics = [evaluate.load_metrics(d) for d in run_dirs]
+    rows = summarize(metrics)
+    runs_list = "\n".join(f"- `{m['run_dir']}`" for m in metrics)
+    runs.atomic_write_text(out_dir / runs.COMPARISON_MD,
+                           to_markdown(rows) + "\nRuns:\n" + runs_list + "\n")
+    runs.atomic_write_text(out_dir / runs.COMPARISON_CSV, to_csv(rows))
+    seeds = sorted({r["seeds"] for r in rows})
+    runs.save_figure(plots.comparison_bars(
+        rows, title=f"Test accuracy, mean ± std over {'/'.join(map(str, seeds))} seed(s)"),
+        out_dir / runs.COMPARISON_PLOT)
+    return rows

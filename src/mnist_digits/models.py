@@ -1,0 +1,256 @@
+"""The model registry: named presets over two parametric builders.
+
+Each preset is a small function decorated with `@register_model`, timm-style. Its docstring's first
+line is the description that `list-models` shows, and the decorator's keyword arguments are its
+training recipe: the config defaults that `train --model NAME` uses, so the figures in the README
+can be reproduced by name. The CLI, `compare` and the tests all iterate over this one registry.
+
+Builders return *uncompiled* functional `keras.Model`s named after their registry key, taking
+float32 `(n, 28, 28, 1)` images in [0, 1] and returning softmax probabilities `(n, 10)`. All
+layers are stock Keras layers (no Lambda), so `model.keras` reloads with `safe_mode=True`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import inspect
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import keras
+from keras import layers
+
+from mnist_digits.errors import ConfigError
+
+INPUT_SHAPE = (28, 28, 1)
+NUM_CLASSES = 10
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelSpec:
+    """A registered preset.
+
+    Attributes:
+        name: the registry key, also the Keras model's name.
+        family: `"mlp"` or `"cnn"`.
+        description: one line for `list-models`.
+        build: the preset function; `build(**options)` returns a new uncompiled model.
+        recipe: TrainConfig field defaults for this preset (epochs, schedule, ...).
+    """
+
+    name: str
+    family: str
+    description: str
+    build: Callable[..., keras.Model]
+    recipe: Mapping[str, Any]
+
+
+_REGISTRY: dict[str, ModelSpec] = {}
+
+
+def register_model(family: str, **recipe: Any) -> Callable:
+    """Registers a preset function under its own name, with its training recipe."""
+    if family not in ("mlp", "cnn"):
+        raise ValueError(f"family must be 'mlp' or 'cnn', got {family!r}")
+
+    def decorator(fn: Callable[..., keras.Model]) -> Callable[..., keras.Model]:
+        description = (fn.__doc__ or "").strip().splitlines()[0]
+        _REGISTRY[fn.__name__] = ModelSpec(fn.__name__, family, description, fn, recipe)
+        return fn
+
+    return decorator
+
+
+def list_models(family: str | None = None) -> list[str]:
+    """Names of the registered presets, in registration order (small to large per family)."""
+    return [name for name, spec in _REGISTRY.items() if family in (None, spec.family)]
+
+
+def get_model_spec(name: str) -> ModelSpec:
+    """Looks a preset up by name.
+
+    Raises:
+        ConfigError: no such preset; the message suggests the closest names.
+    """
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        close = difflib.get_close_matches(name, _REGISTRY, n=3)
+        hint = f"did you mean {' or '.join(close)}? " if close else ""
+        raise ConfigError(f"unknown model {name!r}; {hint}run `mnist-digits list-models` to see "
+                          f"all {len(_REGISTRY)} presets") from None
+
+
+def model_option_names(name: str) -> list[str]:
+    """The options a preset accepts: its builder's keyword parameters."""
+    builder = _BUILDERS[get_model_spec(name).family]
+    return [p for p in inspect.signature(builder).parameters if p != "name"]
+
+
+def check_model_options(name: str, options: Mapping[str, Any]) -> None:
+    """Raises ConfigError if `options` has a key the preset's builder does not take."""
+    valid = model_option_names(name)
+    unknown = sorted(set(options) - set(valid))
+    if unknown:
+        raise ConfigError(f"model {name!r} has no option(s) {', '.join(unknown)}; its options are "
+                          f"{', '.join(valid)}")
+
+
+def build_model(name: str, **options: Any) -> keras.Model:
+    """Builds a fresh, uncompiled model from a preset, with builder options overridden.
+
+    Raises:
+        ConfigError: unknown preset or option, or an option value the builder rejects.
+    """
+    spec = get_model_spec(name)
+    check_model_options(name, options)
+    try:
+        return spec.build(**options)
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"model {name!r}: invalid options {dict(options)}: {err}") from None
+
+
+def count_params(model: keras.Model) -> int:
+    """The number of trainable parameters."""
+    return int(sum(keras.ops.size(w) for w in model.trainable_weights))
+
+
+# --- parametric builders ---------------------------------------------------------------------
+
+
+def build_mlp(
+    name: str,
+    hidden: Sequence[int] = (512, 512),
+    dropout: float = 0.2,
+    input_dropout: float = 0.0,
+    batch_norm: bool = False,
+    activation: str = "relu",
+) -> keras.Model:
+    """A feedforward net: flatten, then Dense(+BatchNorm)+activation+Dropout per hidden layer.
+
+    Args:
+        name: the model's name.
+        hidden: width of each hidden layer.
+        dropout: dropout rate after each hidden layer.
+        input_dropout: dropout rate on the input pixels (Hinton et al. 2012 used 0.2).
+        batch_norm: batch normalization before each activation.
+        activation: activation of the hidden layers.
+    """
+    inputs = keras.Input(INPUT_SHAPE, name="image")
+    x = layers.Flatten()(inputs)
+    if input_dropout:
+        x = layers.Dropout(input_dropout)(x)
+    for width in hidden:
+        # The bias is redundant when batch norm follows: its beta does the same job.
+        x = layers.Dense(int(width), use_bias=not batch_norm)(x)
+        if batch_norm:
+            x = layers.BatchNormalization()(x)
+        x = layers.Activation(activation)(x)
+        if dropout:
+            x = layers.Dropout(dropout)(x)
+    outputs = layers.Dense(NUM_CLASSES, activation="softmax", name="probabilities")(x)
+    return keras.Model(inputs, outputs, name=name)
+
+
+def build_cnn(
+    name: str,
+    stages: Sequence[Sequence[int]] = ((32,), (64,)),
+    kernel_size: int = 3,
+    first_kernel_size: int | None = None,
+    padding: str = "valid",
+    batch_norm: bool = False,
+    head: str = "flatten",
+    dense: Sequence[int] = (),
+    dropout: float = 0.5,
+) -> keras.Model:
+    """A VGG-style convnet: stages of convolutions, each stage ending in 2x2 max pooling.
+
+    Args:
+        name: the model's name.
+        stages: filters of each convolution, per stage; e.g. `((32, 32), (64,))`.
+        kernel_size: convolution kernel size.
+        first_kernel_size: kernel size of the very first convolution (a larger one sees whole
+            strokes); `kernel_size` if None.
+        padding: `"valid"` or `"same"`.
+        batch_norm: batch normalization after each convolution and hidden dense layer.
+        head: `"flatten"` or `"gap"` (global average pooling) before the dense layers.
+        dense: widths of the hidden dense layers after the convolutions.
+        dropout: dropout rate before each dense layer, including the classifier.
+    """
+    if head not in ("flatten", "gap"):
+        raise ValueError(f"head must be 'flatten' or 'gap', got {head!r}")
+    inputs = keras.Input(INPUT_SHAPE, name="image")
+    x = inputs
+    first = True
+    for stage in stages:
+        for filters in stage:
+            size = first_kernel_size if first and first_kernel_size else kernel_size
+            first = False
+            x = layers.Conv2D(int(filters), size, padding=padding, use_bias=not batch_norm)(x)
+            if batch_norm:
+                x = layers.BatchNormalization()(x)
+            x = layers.ReLU()(x)
+        x = layers.MaxPooling2D(2)(x)
+    x = layers.Flatten()(x) if head == "flatten" else layers.GlobalAveragePooling2D()(x)
+    for width in dense:
+        if dropout:
+            x = layers.Dropout(dropout)(x)
+        x = layers.Dense(int(width), use_bias=not batch_norm)(x)
+        if batch_norm:
+            x = layers.BatchNormalization()(x)
+        x = layers.ReLU()(x)
+    if dropout:
+        x = layers.Dropout(dropout)(x)
+    outputs = layers.Dense(NUM_CLASSES, activation="softmax", name="probabilities")(x)
+    return keras.Model(inputs, outputs, name=name)
+
+
+_BUILDERS = {"mlp": build_mlp, "cnn": build_cnn}
+
+
+# --- presets -----------------------------------------------------------------------------------
+# Recipes give only what differs from the TrainConfig defaults (epochs 10, batch 128, Adam 1e-3,
+# constant LR, no early stopping).
+
+
+@register_model("mlp", epochs=20)
+def mlp_small(**options: Any) -> keras.Model:
+    """Small FFNN 784-128-10, dropout 0.2: a quick baseline."""
+    return build_mlp("mlp_small", **{"hidden": (128,), "dropout": 0.2, **options})
+
+
+@register_model("mlp", epochs=20)
+def mlp_classic(**options: Any) -> keras.Model:
+    """The original project's FFNN 784-512-512-10, dropout 0.2, Adam, 20 epochs."""
+    return build_mlp("mlp_classic", **{"hidden": (512, 512), "dropout": 0.2, **options})
+
+
+@register_model("mlp", epochs=20, lr_schedule="cosine")
+def mlp_deep(**options: Any) -> keras.Model:
+    """Deep FFNN 784-512x4-10 with batch norm and dropout 0.2, cosine LR."""
+    return build_mlp("mlp_deep", **{"hidden": (512,) * 4, "dropout": 0.2, "batch_norm": True,
+                                    **options})
+
+
+@register_model("mlp", epochs=40, batch_size=128, lr_schedule="cosine")
+def mlp_wide(**options: Any) -> keras.Model:
+    """Wide FFNN 784-1024-1024-10, input dropout 0.2, dropout 0.5, cosine LR (after Hinton 2012)."""
+    return build_mlp("mlp_wide", **{"hidden": (1024, 1024), "dropout": 0.5,
+                                    "input_dropout": 0.2, **options})
+
+
+@register_model("cnn", epochs=15, batch_size=128)
+def cnn_keras_io(**options: Any) -> keras.Model:
+    """The keras-io "simple MNIST convnet": conv32-pool-conv64-pool-dropout0.5-dense10."""
+    return build_cnn("cnn_keras_io", **{"stages": ((32,), (64,)), "kernel_size": 3,
+                                        "padding": "valid", "dropout": 0.5, **options})
+
+
+@register_model("cnn", epochs=6, batch_size=128, learning_rate=3e-3, lr_schedule="warmup_cosine",
+                warmup_epochs=0.6)
+def cnn_bn(**options: Any) -> keras.Model:
+    """Batch-norm CNN conv32@5x5-pool-conv64-pool-dense128, warm-up+cosine LR (the default)."""
+    return build_cnn("cnn_bn", **{"stages": ((32,), (64,)), "kernel_size": 3,
+                                  "first_kernel_size": 5, "padding": "same", "batch_norm": True,
+                                  "dense": (128,), "dropout": 0.25, **options})

@@ -1,0 +1,194 @@
+"""Training: `train(config, run_dir)` builds the model, fits it with callbacks, then evaluates.
+
+Everything goes through `model.fit` and stock Keras callbacks:
+- `CSVLogger` writes `history.csv` (appending, so a resumed run keeps its earlier epochs);
+- `ModelCheckpoint` keeps the best-on-validation-loss model as `model.keras`;
+- `EarlyStopping` (when patience > 0) stops once validation loss stalls;
+- `TensorBoard` logs to `tensorboard/`;
+- `BackupAndRestore` backs up every epoch to `backup/`, so `--resume` continues an interrupted
+  run from its last completed epoch.
+After fitting, the best checkpoint is reloaded and evaluated, so the figures in `metrics.json`
+are those of the `model.keras` the run leaves behind.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import math
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+
+from mnist_digits import __version__, data, models, runs
+from mnist_digits.config import TrainConfig
+from mnist_digits.errors import RunError
+
+log = logging.getLogger(__name__)
+
+
+def environment() -> dict[str, Any]:
+    """Versions and machine details recorded with every run."""
+    import tensorflow as tf
+
+    return {
+        "mnist_digits": __version__,
+        "keras": keras.__version__,
+        "backend": keras.backend.backend(),
+        "tensorflow": tf.__version__,
+        "numpy": np.__version__,
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "data": data.data_fingerprint(),
+    }
+
+
+def make_optimizer(config: TrainConfig, steps_per_epoch: int) -> keras.optimizers.Optimizer:
+    """The optimizer with its learning-rate schedule, stepped per batch."""
+    total = config.epochs * steps_per_epoch
+    lr: Any = config.learning_rate
+    if config.lr_schedule == "cosine":
+        lr = keras.optimizers.schedules.CosineDecay(config.learning_rate, decay_steps=total)
+    elif config.lr_schedule == "warmup_cosine":
+        warmup = round(config.warmup_epochs * steps_per_epoch)
+        # CosineDecay warms up linearly from initial_learning_rate to warmup_target, then decays
+        # over decay_steps; starting at 0 avoids the large early updates that upset batch norm.
+        lr = keras.optimizers.schedules.CosineDecay(
+            0.0, decay_steps=max(total - warmup, 1), warmup_target=config.learning_rate,
+            warmup_steps=warmup)
+    if config.optimizer == "adam":
+        return keras.optimizers.Adam(lr)
+    if config.optimizer == "adamw":
+        return keras.optimizers.AdamW(lr, weight_decay=config.weight_decay)
+    if config.optimizer == "sgd":
+        return keras.optimizers.SGD(lr, momentum=0.9, nesterov=True)
+    return keras.optimizers.RMSprop(lr)
+
+
+class EpochTimer(keras.callbacks.Callback):
+    """Adds `epoch_seconds` to each epoch's logs, so history.csv records the training time.
+
+    It must come before CSVLogger in the callback list, which then writes the new column. Summing
+    the column gives the training time even for a run that was interrupted and resumed.
+    """
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self._start = time.perf_counter()
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        if logs is not None:
+            logs["epoch_seconds"] = time.perf_counter() - self._start
+
+
+def read_history(path: str | os.PathLike) -> dict[str, list[float]]:
+    """Reads `history.csv` into column -> list of floats (one per completed epoch)."""
+    path = Path(path)
+    if not path.exists():
+        return {}
+    with path.open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    columns: dict[str, list[float]] = {}
+    for row in rows:
+        for key, value in row.items():
+            number = float(value) if value not in ("", None) else math.nan
+            columns.setdefault(key, []).append(number)
+    return columns
+
+
+def keras_verbosity() -> int | str:
+    """Keras's progress bar on a terminal, one line per epoch otherwise (logs, CI)."""
+    return "auto" if sys.stdout.isatty() else 2
+
+
+def train(
+    config: TrainConfig,
+    run_dir: str | os.PathLike,
+    *,
+    splits: data.Splits | None = None,
+    resume: bool = False,
+) -> dict[str, Any]:
+    """Trains a model as `config` says, in `run_dir`, and writes the full evaluation report.
+
+    Args:
+        config: the resolved training config.
+        run_dir: an existing, empty folder (see `runs.new_run_dir`), or, with `resume=True`, the
+            folder of an interrupted run.
+        splits: data to use instead of loading MNIST (tests pass tiny synthetic data).
+        resume: continue an interrupted run from its last completed epoch.
+
+    Returns:
+        The metrics written to `metrics.json`.
+
+    Raises:
+        RunError: the folder is not writable or, when resuming, not an interrupted run.
+        DataError: the MNIST files are missing or corrupt.
+    """
+    from mnist_digits import evaluate  # late: evaluate imports matplotlib and scikit-learn
+
+    run_dir = Path(run_dir)
+    if not resume:
+        # Saved before anything else, so even a run that dies at once says what it was.
+        try:
+            runs.write_json(run_dir / runs.CONFIG,
+                            {"config": config.to_dict(), "environment": environment()})
+        except OSError as err:
+            raise RunError(f"cannot write to run folder {run_dir}: {err.strerror}; choose "
+                           f"another place with --results-dir") from None
+    keras.utils.set_random_seed(config.seed)
+    if splits is None:
+        splits = data.make_splits(*data.load_mnist(config.data_dir), val_size=config.val_size,
+                                  limit=config.limit)
+    model = models.build_model(config.model, **config.model_options)
+    steps_per_epoch = math.ceil(len(splits.x_train) / config.batch_size)
+    model.compile(
+        optimizer=make_optimizer(config, steps_per_epoch),
+        loss=keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing),
+        metrics=["accuracy"],
+    )
+    history_path = run_dir / runs.HISTORY
+    previous = read_history(history_path) if resume else {}
+    best_so_far = min(previous["val_loss"]) if previous.get("val_loss") else None
+    callbacks: list[keras.callbacks.Callback] = [
+        EpochTimer(),
+        keras.callbacks.CSVLogger(str(history_path), append=resume),
+        # On resume the checkpoint must not forget the best loss so far, or the first resumed
+        # epoch would overwrite a better model.keras.
+        keras.callbacks.ModelCheckpoint(str(run_dir / runs.MODEL), monitor="val_loss",
+                                        save_best_only=True, initial_value_threshold=best_so_far),
+        keras.callbacks.TensorBoard(log_dir=str(run_dir / runs.TENSORBOARD)),
+        keras.callbacks.BackupAndRestore(str(run_dir / runs.BACKUP), delete_checkpoint=True),
+    ]
+    if config.early_stopping_patience:
+        callbacks.insert(3, keras.callbacks.EarlyStopping(
+            monitor="val_loss", patience=config.early_stopping_patience,
+            restore_best_weights=True))
+    runs.write_json(run_dir / runs.STATUS, {"state": "training", "resume_with":
+                                            f"mnist-digits train --resume {run_dir}"})
+    log.info("training %s (%d trainable parameters) for up to %d epochs in %s", config.model,
+             models.count_params(model), config.epochs, run_dir)
+    try:
+        model.fit(
+            splits.x_train, splits.y_train,
+            batch_size=config.batch_size,
+            epochs=config.epochs,
+            validation_data=(splits.x_val, splits.y_val),
+            callbacks=callbacks,
+            verbose=keras_verbosity(),
+        )
+    except KeyboardInterrupt:
+        runs.write_json(run_dir / runs.STATUS, {
+            "state": "interrupted",
+            "message": "training was interrupted; the last completed epoch is backed up",
+            "resume_with": f"mnist-digits train --resume {run_dir}"})
+        raise
+    runs.write_json(run_dir / runs.STATUS, {"state": "trained"})
+    metrics = evaluate.evaluate_run(run_dir, splits=splits)
+    runs.write_json(run_dir / runs.STATUS, {"state": "done"})
+    return metrics
