@@ -20,6 +20,7 @@ import os
 import platform
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -113,6 +114,7 @@ def train(
     *,
     splits: data.Splits | None = None,
     resume: bool = False,
+    callbacks: Sequence[keras.callbacks.Callback] = (),
 ) -> dict[str, Any]:
     """Trains a model as `config` says, in `run_dir`, and writes the full evaluation report.
 
@@ -122,6 +124,7 @@ def train(
             folder of an interrupted run.
         splits: data to use instead of loading MNIST (tests pass tiny synthetic data).
         resume: continue an interrupted run from its last completed epoch.
+        callbacks: extra Keras callbacks, run after the built-in ones.
 
     Returns:
         The metrics written to `metrics.json`.
@@ -155,7 +158,7 @@ def train(
     history_path = run_dir / runs.HISTORY
     previous = read_history(history_path) if resume else {}
     best_so_far = min(previous["val_loss"]) if previous.get("val_loss") else None
-    callbacks: list[keras.callbacks.Callback] = [
+    all_callbacks: list[keras.callbacks.Callback] = [
         EpochTimer(),
         keras.callbacks.CSVLogger(str(history_path), append=resume),
         # On resume the checkpoint must not forget the best loss so far, or the first resumed
@@ -164,9 +167,10 @@ def train(
                                         save_best_only=True, initial_value_threshold=best_so_far),
         keras.callbacks.TensorBoard(log_dir=str(run_dir / runs.TENSORBOARD)),
         keras.callbacks.BackupAndRestore(str(run_dir / runs.BACKUP), delete_checkpoint=True),
+        *callbacks,
     ]
     if config.early_stopping_patience:
-        callbacks.insert(3, keras.callbacks.EarlyStopping(
+        all_callbacks.insert(3, keras.callbacks.EarlyStopping(
             monitor="val_loss", patience=config.early_stopping_patience,
             restore_best_weights=True))
     runs.write_json(run_dir / runs.STATUS, {"state": "training", "resume_with":
@@ -179,7 +183,7 @@ def train(
             batch_size=config.batch_size,
             epochs=config.epochs,
             validation_data=(splits.x_val, splits.y_val),
-            callbacks=callbacks,
+            callbacks=all_callbacks,
             verbose=keras_verbosity(),
         )
     except KeyboardInterrupt:

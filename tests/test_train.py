@@ -1,0 +1,112 @@
+"""`train()` end to end on tiny synthetic data: every run-folder file exists and is valid."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import keras
+import numpy as np
+import pytest
+from PIL import Image
+
+from mnist_digits import evaluate, predict, runs, train
+from mnist_digits.config import resolve_config
+
+
+def tiny_config(**overrides):
+    return resolve_config({}, {"model": "mlp_small", "epochs": 1, "batch_size": 32, **overrides})
+
+
+def test_train_writes_a_complete_valid_run(tmp_path, tiny_splits):
+    run_dir = runs.new_run_dir(tmp_path, "mlp_small")
+    metrics = train.train(tiny_config(), run_dir, splits=tiny_splits)
+
+    saved = json.loads((run_dir / runs.CONFIG).read_text())
+    assert saved["config"]["model"] == "mlp_small" and saved["config"]["epochs"] == 1
+    assert {"keras", "tensorflow", "numpy", "data"} <= set(saved["environment"])
+
+    with (run_dir / runs.HISTORY).open() as f:
+        history = list(csv.DictReader(f))
+    assert len(history) == 1
+    assert {"accuracy", "loss", "val_accuracy", "val_loss", "epoch_seconds"} <= set(history[0])
+
+    on_disk = json.loads((run_dir / runs.METRICS).read_text())
+    assert on_disk == json.loads(json.dumps(metrics))
+    for key in ("model", "family", "params", "seed", "epochs_run", "train_seconds", "val", "test",
+                "per_class", "most_confused"):
+        assert key in on_disk
+    assert on_disk["epochs_run"] == 1 and on_disk["family"] == "mlp"
+    assert 0 <= on_disk["test"]["accuracy"] <= 1 and on_disk["val"]["loss"] > 0
+    assert sum(c["support"] for c in on_disk["per_class"].values()) == len(tiny_splits.x_test)
+
+    # The reported test accuracy is that of the saved model.keras.
+    model = predict.load_model(run_dir)
+    probabilities = predict.predict_proba(model, tiny_splits.x_test)
+    accuracy = np.mean(probabilities.argmax(1) == tiny_splits.test_labels)
+    assert on_disk["test"]["accuracy"] == pytest.approx(accuracy)
+
+    with (run_dir / runs.ERRORS).open() as f:
+        errors = list(csv.DictReader(f))
+    assert len(errors) == round((1 - accuracy) * len(tiny_splits.x_test))
+
+    for plot in (runs.CURVES_PLOT, runs.CONFUSION_PLOT, runs.MISCLASSIFIED_PLOT):
+        with Image.open(run_dir / plot) as image:
+            image.verify()
+            assert image.size[0] > 400 and image.size[1] > 200
+    assert any((run_dir / runs.TENSORBOARD).rglob("events.out.tfevents.*"))
+    assert json.loads((run_dir / runs.STATUS).read_text())["state"] == "done"
+
+
+def test_training_learns_the_synthetic_task(tmp_path, tiny_splits):
+    config = tiny_config(epochs=8, learning_rate=3e-3)
+    metrics = train.train(config, runs.new_run_dir(tmp_path, "mlp_small"), splits=tiny_splits)
+    assert metrics["test"]["accuracy"] >= 0.8
+
+
+class Interrupt(keras.callbacks.Callback):
+    """Stands in for Ctrl-C part-way through the second epoch."""
+
+    def on_train_batch_begin(self, batch, logs=None):
+        if self.epoch == 1 and batch == 1:
+            raise KeyboardInterrupt
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+
+def test_interrupted_run_resumes_from_last_completed_epoch(tmp_path, tiny_splits):
+    config = tiny_config(epochs=3)
+    run_dir = runs.new_run_dir(tmp_path, "mlp_small")
+    with pytest.raises(KeyboardInterrupt):
+        train.train(config, run_dir, splits=tiny_splits, callbacks=[Interrupt()])
+    status = json.loads((run_dir / runs.STATUS).read_text())
+    assert status["state"] == "interrupted" and "--resume" in status["resume_with"]
+    assert len(train.read_history(run_dir / runs.HISTORY)["epoch"]) == 1
+    assert not (run_dir / runs.METRICS).exists()
+
+    metrics = train.train(config, run_dir, splits=tiny_splits, resume=True)
+    history = train.read_history(run_dir / runs.HISTORY)
+    assert history["epoch"] == [0.0, 1.0, 2.0]  # continued at epoch 2 of 3, not from scratch
+    assert metrics["epochs_run"] == 3
+    assert (run_dir / runs.CONFUSION_PLOT).exists()
+
+
+def test_evaluate_run_rewrites_the_report(tmp_path, tiny_splits):
+    run_dir = runs.new_run_dir(tmp_path, "mlp_small")
+    first = train.train(tiny_config(), run_dir, splits=tiny_splits)
+    (run_dir / runs.METRICS).unlink()
+    (run_dir / runs.CONFUSION_PLOT).unlink()
+    again = evaluate.evaluate_run(run_dir, splits=tiny_splits)
+    assert again["test"] == first["test"]
+    assert (run_dir / runs.CONFUSION_PLOT).exists()
+
+
+@pytest.mark.parametrize("schedule", ["cosine", "warmup_cosine"])
+@pytest.mark.parametrize("optimizer", ["adam", "adamw", "sgd", "rmsprop"])
+def test_every_optimizer_and_schedule_builds(optimizer, schedule):
+    config = tiny_config(optimizer=optimizer, lr_schedule=schedule, epochs=4, warmup_epochs=1.0,
+                         weight_decay=1e-4 if optimizer == "adamw" else 0.0)
+    opt = train.make_optimizer(config, steps_per_epoch=10)
+    lr = opt.learning_rate
+    assert float(keras.ops.convert_to_numpy(lr)) >= 0
