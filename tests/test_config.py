@@ -71,7 +71,7 @@ def test_invalid_values_are_config_errors(values, message):
 def test_bad_config_file(tmp_path, text):
     path = tmp_path / "c.json"
     path.write_text(text)
-    with pytest.raises(ConfigError, match="c.json"):
+    with pytest.raises(ConfigError, match=r"c\.json"):
         read_config_file(path)
 
 

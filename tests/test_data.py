@@ -107,7 +107,7 @@ def test_load_mnist_rejects_a_tampered_copy(tmp_path):
     raw = gzip.decompress((tmp_path / "t10k-labels-idx1-ubyte.gz").read_bytes())
     tampered = raw[:-1] + bytes([(raw[-1] + 1) % 10])  # still valid IDX, different content
     (tmp_path / "t10k-labels-idx1-ubyte.gz").write_bytes(gzip.compress(tampered))
-    with pytest.raises(DataError, match="t10k-labels-idx1-ubyte.gz: checksum mismatch"):
+    with pytest.raises(DataError, match=r"t10k-labels-idx1-ubyte\.gz: checksum mismatch"):
         data.load_mnist(tmp_path)
 
 

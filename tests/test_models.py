@@ -56,12 +56,12 @@ def test_options_override_the_preset():
 
 
 def test_unknown_model_suggests_close_names():
-    with pytest.raises(ConfigError, match="unknown model 'cnn_b'.*did you mean cnn_bn"):
+    with pytest.raises(ConfigError, match=r"unknown model 'cnn_b'.*did you mean cnn_bn"):
         models.get_model_spec("cnn_b")
 
 
 def test_unknown_option_lists_valid_ones():
-    with pytest.raises(ConfigError, match="no option.*filters.*its options are hidden"):
+    with pytest.raises(ConfigError, match=r"no option.*filters.*its options are hidden"):
         models.build_model("mlp_small", filters=3)
 
 

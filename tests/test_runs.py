@@ -38,7 +38,7 @@ def test_latest_points_at_newest(tmp_path):
 def test_resolve_run_dir_errors(tmp_path):
     with pytest.raises(RunError, match="not found"):
         runs.resolve_run_dir(tmp_path / "nope")
-    with pytest.raises(RunError, match="has no model.keras"):
+    with pytest.raises(RunError, match=r"has no model\.keras"):
         runs.resolve_run_dir(tmp_path)
 
 
