@@ -1,0 +1,380 @@
+"""Any image of a digit -> a 28x28 MNIST-style array.
+
+Models trained on MNIST only read digits that look like MNIST digits: white ink on black, the
+digit scaled to fit a 20x20 box keeping its aspect ratio, its centre of mass at the centre of the
+28x28 frame, strokes about an eighth of the box thick. Shrinking a whole photo or canvas to 28x28
+gives none of that, which is why most demos fail on real handwriting. The steps here:
+
+1. decode safely: known formats only, a pixel limit against decompression bombs, first frame of
+   an animation, EXIF orientation applied;
+2. to grayscale: transparency composited onto the background the ink is not, 16-bit rescaled,
+   CMYK and palettes converted;
+3. ink polarity: the paper touches the border, the ink departs most from it; dark ink is
+   inverted;
+4. background removal: a large-scale morphological opening estimates uneven lighting and is
+   subtracted, then contrast is normalized;
+5. ink mask by Otsu's threshold; specks much smaller than the digit are dropped; too little ink
+   means "no digit";
+6. strokes thickened or thinned towards MNIST's stroke width;
+7. crop, fit into 20x20 keeping the aspect ratio (area-averaged, so edges are anti-aliased as in
+   MNIST), pad to 28x28 and shift the centre of mass to the centre.
+
+The CLI and the web server both call `preprocess_file`/`preprocess_bytes`; the page sends the
+canvas as a PNG rather than doing any of this in JavaScript.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+from scipy import ndimage
+
+from mnist_digits.errors import MnistDigitsError
+
+# Formats a digit image plausibly comes in. PIL opens many more (PSD, EPS, ICO, ...); refusing
+# them keeps rarely exercised decoders away from untrusted input.
+FORMATS = ("PNG", "JPEG", "MPO", "BMP", "DIB", "GIF", "WEBP", "TIFF")
+DEFAULT_MAX_PIXELS = 50_000_000  # a 50-megapixel photo; 4000x3000 is 12
+ANALYSIS_SIZE = 1024  # larger images are area-reduced to this longer side first
+BOX = 20  # MNIST's digit box
+FRAME = 28
+CENTRE = 14.0  # MNIST's mean centre of mass, in pixel indices (measured on the test set)
+STROKE_RATIO = 0.12  # MNIST's median stroke width / box side, with `stroke_width` below
+MIN_CONTRAST = 0.12  # ink must differ from paper by this much of the full range to count
+MIN_INK_FRACTION = 0.0005  # less ink than this share of the image is "no digit"
+SPECK_RATIO = 0.08  # ink components under this share of the largest one are noise
+
+
+class ImageError(MnistDigitsError):
+    """An input that is not a readable image of a supported format and size."""
+
+
+def open_image(data: bytes, *, source: str = "<bytes>",
+               max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+    """Decodes image bytes safely.
+
+    Returns:
+        The decoded image (first frame, EXIF orientation applied).
+
+    Raises:
+        ImageError: empty, not an image, an unsupported format, more than `max_pixels` pixels,
+            or truncated/corrupt.
+    """
+    if not data:
+        raise ImageError(f"{source}: empty file")
+    try:
+        with warnings.catch_warnings():
+            # Pillow warns, then errors, on huge images; we check the size ourselves, before
+            # decoding anything, so both must not fire first with their own wording.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))
+            fmt = image.format or "unknown"
+            if fmt not in FORMATS:
+                raise ImageError(f"{source}: unsupported image format {fmt}; use PNG, JPEG, BMP, "
+                                 f"GIF, WebP or TIFF")
+            width, height = image.size
+            if width * height > max_pixels:
+                raise ImageError(f"{source}: image is {width}x{height} pixels, over the limit "
+                                 f"of {max_pixels:,}; scale it down first")
+            image.seek(0)  # first frame of an animated GIF/WebP/TIFF
+            image.load()
+            image = ImageOps.exif_transpose(image)
+    except ImageError:
+        raise
+    except UnidentifiedImageError:
+        raise ImageError(f"{source}: not an image (or a format that is not supported); use "
+                         f"PNG, JPEG, BMP, GIF, WebP or TIFF") from None
+    except Image.DecompressionBombError:
+        raise ImageError(f"{source}: image is too large to decode safely") from None
+    except (OSError, ValueError, SyntaxError, EOFError) as err:
+        raise ImageError(f"{source}: truncated or corrupt image ({err})") from None
+    return image
+
+
+def to_gray(image: Image.Image) -> np.ndarray:
+    """Luminance in [0, 1], float32 `(h, w)`, with transparency composited correctly.
+
+    Transparent pixels become the colour the ink is *not*: a canvas export of black strokes on a
+    transparent background becomes black on white, white strokes become white on black.
+    """
+    mode = image.mode
+    if mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
+        values = np.asarray(image, dtype=np.float64)
+        # 16-bit data fills 0..65535; a 32-bit "I" image may hold 8- or 16-bit values.
+        top = 65535.0 if mode != "I" or values.max(initial=0) > 255 else 255.0
+        return np.clip(values / top, 0, 1).astype(np.float32)
+    if mode == "F":
+        values = np.asarray(image, dtype=np.float64)
+        top = values.max(initial=0)
+        return np.clip(values / (top if top > 1 else 1), 0, 1).astype(np.float32)
+    if mode in ("P", "PA"):
+        image = image.convert("RGBA")
+    elif mode in ("1", "CMYK", "YCbCr", "LAB", "HSV", "RGBX", "La"):
+        image = image.convert("RGB" if mode != "1" else "L")
+    elif mode not in ("L", "LA", "RGB", "RGBA"):
+        image = image.convert("RGBA")
+    has_alpha = image.mode in ("LA", "RGBA")
+    values = np.asarray(image, dtype=np.float32) / 255.0
+    if values.ndim == 2:
+        return values
+    color = values[..., :3] if values.shape[-1] >= 3 else values[..., :1]
+    gray = color @ np.array([0.299, 0.587, 0.114], np.float32) if color.shape[-1] == 3 \
+        else color[..., 0]
+    if not has_alpha:
+        return gray
+    alpha = values[..., -1]
+    opaque = alpha > 0.5
+    if opaque.all():
+        return gray
+    # The visible marks decide the background: dark marks go on white, light marks on black.
+    marks_are_dark = not opaque.any() or float(np.median(gray[opaque])) < 0.5
+    background = 1.0 if marks_are_dark else 0.0
+    return (gray * alpha + background * (1 - alpha)).astype(np.float32)
+
+
+def _reduce(gray: np.ndarray, longest: int) -> np.ndarray:
+    """Area-averages an image down so its longer side is at most `longest`."""
+    h, w = gray.shape
+    if max(h, w) <= longest:
+        return gray
+    scale = longest / max(h, w)
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    return np.asarray(Image.fromarray(gray, mode="F").resize(size, Image.Resampling.BOX))
+
+
+def ink_is_dark(gray: np.ndarray) -> bool:
+    """Whether the ink is darker than the paper.
+
+    The paper is what touches the border. A plane fitted to the border pixels models the
+    lighting (a gradient across a photo); the ink is the strongest departure from it, so the
+    sign of the most extreme residuals says which way the ink goes. Absolute brightness would
+    not do: tinted or dim paper can be darker than mid-grey.
+    """
+    h, w = gray.shape
+    rows, cols = np.mgrid[0:h, 0:w]
+    edge = np.zeros((h, w), bool)
+    edge[[0, -1], :] = edge[:, [0, -1]] = True
+    design = np.column_stack([rows[edge], cols[edge], np.ones(edge.sum())]).astype(np.float64)
+    plane, *_ = np.linalg.lstsq(design, gray[edge].astype(np.float64), rcond=None)
+    residual = (gray - (plane[0] * rows + plane[1] * cols + plane[2])).ravel()
+    k = max(4, residual.size // 1000)  # the most extreme 0.1%: a thin digit has at least that
+    extremes = np.partition(residual, (k, residual.size - k))
+    darkest, lightest = -extremes[:k].mean(), extremes[-k:].mean()
+    if abs(darkest - lightest) < 1e-3:  # no clear ink either way: fall back on the paper
+        return float(np.median(gray[edge])) > 0.5
+    return bool(darkest > lightest)
+
+
+def ink_map(gray: np.ndarray) -> np.ndarray:
+    """Ink strength in [0, 1] (1 = ink), background removed.
+
+    Dark ink (see `ink_is_dark`) is inverted first. Uneven lighting is removed by subtracting a
+    grey opening much larger than a stroke, which keeps the slowly varying background and drops
+    the thin ink.
+    """
+    h, w = gray.shape
+    ink = 1.0 - gray if ink_is_dark(gray) else gray.copy()
+    # Background estimate on a small copy: an opening wider than any stroke, then smoothed.
+    small = _reduce(ink, 96)
+    size = max(3, min(small.shape) // 4)
+    background = ndimage.grey_opening(small, size=(size, size))
+    background = ndimage.uniform_filter(background, size=size)
+    zoom = (h / small.shape[0], w / small.shape[1])
+    background = ndimage.zoom(background, zoom, order=1, grid_mode=True, mode="nearest")
+    background = background[:h, :w]
+    if background.shape != ink.shape:  # zoom can be a pixel short
+        background = np.pad(background, ((0, h - background.shape[0]),
+                                         (0, w - background.shape[1])), mode="edge")
+    return np.clip(ink - background, 0, 1).astype(np.float32)
+
+
+def _otsu(values: np.ndarray) -> float:
+    """Otsu's threshold of values in [0, 1]."""
+    hist, edges = np.histogram(values, bins=128, range=(0, 1))
+    hist = hist.astype(np.float64)
+    centres = (edges[:-1] + edges[1:]) / 2
+    w0 = np.cumsum(hist)
+    w1 = w0[-1] - w0
+    m0 = np.cumsum(hist * centres)
+    mean0 = np.divide(m0, w0, out=np.zeros_like(m0), where=w0 > 0)
+    mean1 = np.divide(m0[-1] - m0, w1, out=np.zeros_like(m0), where=w1 > 0)
+    between = w0 * w1 * (mean0 - mean1) ** 2
+    return float(centres[int(np.argmax(between))])
+
+
+def stroke_width(mask: np.ndarray) -> float:
+    """Typical stroke width of a binary mask: twice the distance-to-edge along the ridges."""
+    distance = ndimage.distance_transform_edt(mask)
+    ridge = (distance == ndimage.maximum_filter(distance, size=3)) & mask
+    return 2.0 * float(np.median(distance[ridge])) if ridge.any() else 0.0
+
+
+def _disk(radius: int) -> np.ndarray:
+    r = np.arange(-radius, radius + 1)
+    return (r[:, None] ** 2 + r[None, :] ** 2) <= radius ** 2 + 0.5
+
+
+def digit_mask(ink: np.ndarray) -> tuple[np.ndarray, float] | None:
+    """The pixels that belong to the digit and the ink threshold, or None if there is no digit.
+
+    Raises nothing: blank paper, uniform colour and faint noise all give None.
+    """
+    top = float(np.percentile(ink, 99.9))
+    if top < MIN_CONTRAST:
+        return None
+    threshold = max(_otsu(np.clip(ink / top, 0, 1)) * top, MIN_CONTRAST / 2)
+    mask = ink > threshold
+    if mask.mean() < MIN_INK_FRACTION or mask.sum() < 4:
+        return None
+    labels, count = ndimage.label(mask, structure=np.ones((3, 3)))
+    if count > 1:
+        areas = np.bincount(labels.ravel())[1:]
+        keep = np.flatnonzero(areas >= SPECK_RATIO * areas.max()) + 1
+        mask = np.isin(labels, keep)
+    # Ink covering most of the frame is not a digit on paper (a photo of a wall, noise).
+    if mask.mean() > 0.6:
+        return None
+    return mask, threshold
+
+
+def digit_ink(ink: np.ndarray, mask: np.ndarray, threshold: float) -> np.ndarray:
+    """The digit's ink in [0, 1], cropped to its bounding box, everything else cleared.
+
+    Stroke cores become full-strength ink (pencil, dim photos), and the faint anti-aliased edge
+    around the mask is kept, because MNIST digits have one; specks dropped from the mask go, and
+    so does paper grain below a floor well under the ink threshold.
+    """
+    rows, cols = np.nonzero(mask)
+    side = max(np.ptp(rows), np.ptp(cols)) + 1
+    floor = 0.3 * threshold
+    core = max(float(np.percentile(ink[mask], 90)), floor + 1e-6)
+    soft = np.clip((ink - floor) / (core - floor), 0, 1)
+    support = ndimage.binary_dilation(mask, iterations=max(2, round(0.05 * side)))
+    soft = soft * support
+    return _crop(soft)
+
+
+def _crop(values: np.ndarray) -> np.ndarray:
+    """Crops to the box of ink above 0.1: MNIST's 20-pixel box is measured that way (faint
+    anti-aliasing may spill past it)."""
+    rows, cols = np.nonzero(values > 0.1)
+    if not len(rows):
+        return values
+    return values[rows.min():rows.max() + 1, cols.min():cols.max() + 1]
+
+
+def _resize(values: np.ndarray, longest: int) -> np.ndarray:
+    """Resizes so the longer side is `longest`, keeping the aspect ratio.
+
+    Area averaging when shrinking gives MNIST-like anti-aliased edges; bilinear when enlarging a
+    tiny image avoids blocky pixels.
+    """
+    h, w = values.shape
+    scale = longest / max(h, w)
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    method = Image.Resampling.BOX if scale < 1 else Image.Resampling.BILINEAR
+    resized = Image.fromarray(values.astype(np.float32), mode="F").resize(size, method)
+    return np.clip(np.asarray(resized), 0, 1)
+
+
+def normalize_strokes(digit: np.ndarray) -> np.ndarray:
+    """Brings clearly too thin or too thick strokes towards MNIST's stroke width.
+
+    Works at four times MNIST's resolution, so a correction can be a fraction of a final pixel.
+    Strokes within MNIST's own range of widths are left alone: the models know that range.
+
+    Args:
+        digit: cropped ink in [0, 1].
+
+    Returns:
+        The corrected ink, cropped again (longer side `4 * BOX`), or `digit` itself.
+    """
+    work = _resize(digit, 4 * BOX)
+    mask = work > 0.5
+    if not mask.any():
+        return digit
+    width = stroke_width(mask)
+    target = STROKE_RATIO * 4 * BOX
+    # Below MNIST's 10th percentile of width (0.1 of the box): pen on paper, a thin brush.
+    if width < 0.7 * target:
+        return _crop(ndimage.grey_dilation(
+            work, footprint=_disk(round((0.9 * target - width) / 2))))
+    if width > 2.2 * target:
+        eroded = ndimage.grey_erosion(work, footprint=_disk(round((width - 1.5 * target) / 2)))
+        if (eroded > 0.5).sum() > 0.3 * mask.sum():  # never erode a digit away
+            return _crop(eroded)
+    return digit  # untouched: resampling up and down again would only blur it
+
+
+def mnist_frame(digit: np.ndarray) -> np.ndarray:
+    """Fits cropped ink into 20x20 keeping its aspect, and centres it by mass in 28x28."""
+    digit = _resize(digit, BOX)
+    h, w = digit.shape
+    frame = np.zeros((FRAME, FRAME), np.float32)
+    top, left = (FRAME - h) // 2, (FRAME - w) // 2
+    frame[top:top + h, left:left + w] = digit
+    if frame.sum() <= 0:
+        return frame
+    cy, cx = ndimage.center_of_mass(frame)
+    # Shift by whole pixels as MNIST did, and never push ink out of the frame.
+    dy = int(np.clip(round(CENTRE - cy), -top, FRAME - top - h))
+    dx = int(np.clip(round(CENTRE - cx), -left, FRAME - left - w))
+    frame = np.roll(frame, (dy, dx), axis=(0, 1))
+    peak = float(frame.max())
+    return (frame / peak if peak > 0 else frame).astype(np.float32)
+
+
+def preprocess_image(image: Image.Image) -> np.ndarray | None:
+    """A decoded image -> float32 `(28, 28)` in [0, 1], white digit on black; None if no digit."""
+    gray = _reduce(to_gray(image), ANALYSIS_SIZE)
+    if min(gray.shape) < 1:
+        return None
+    ink = ink_map(gray)
+    found = digit_mask(ink)
+    if found is None:
+        return None
+    return mnist_frame(normalize_strokes(digit_ink(ink, *found)))
+
+
+def preprocess_bytes(data: bytes, *, source: str = "<bytes>",
+                     max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray | None:
+    """Image file bytes -> MNIST-style `(28, 28)` float32, or None if the image holds no digit.
+
+    Raises:
+        ImageError: the bytes are not a readable image of a supported format and size.
+    """
+    return preprocess_image(open_image(data, source=source, max_pixels=max_pixels))
+
+
+def preprocess_file(path: str | os.PathLike, *,
+                    max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray | None:
+    """An image file -> MNIST-style `(28, 28)` float32, or None if it holds no digit.
+
+    Raises:
+        ImageError: the file is missing, a folder, unreadable, or not a supported image.
+    """
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise ImageError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise ImageError(f"{path}: is a folder, not an image file") from None
+    except PermissionError:
+        raise ImageError(f"{path}: permission denied") from None
+    except OSError as err:
+        raise ImageError(f"{path}: cannot read ({err.strerror})") from None
+    return preprocess_bytes(data, source=str(path), max_pixels=max_pixels)
+
+
+def to_png(frame: np.ndarray) -> bytes:
+    """A 28x28 array in [0, 1] as 8-bit grayscale PNG bytes."""
+    buffer = io.BytesIO()
+    Image.fromarray(np.round(np.clip(frame, 0, 1) * 255).astype(np.uint8), mode="L").save(
+        buffer, format="PNG")
+    return buffer.getvalue()
