@@ -20,6 +20,7 @@ run: $(STAMP)
 	$(BIN)/mnist-digits train
 
 test: $(STAMP)
+	@scripts/ensure-chromium.sh
 	$(BIN)/ruff check .
 	$(BIN)/pytest
 

@@ -33,3 +33,44 @@ def synthetic_splits(n_train: int = 96, n_val: int = 32, n_test: int = 40, seed:
 @pytest.fixture
 def tiny_splits() -> data.Splits:
     return synthetic_splits()
+
+
+@pytest.fixture(scope="session")
+def mnist_test_set() -> tuple[np.ndarray, np.ndarray]:
+    """The real MNIST test images (uint8, white on black) and labels."""
+    return data.load_mnist()[1]
+
+
+@pytest.fixture(scope="session")
+def mnist_run(tmp_path_factory) -> object:
+    """A model that really reads digits: cnn_bn trained one epoch on real MNIST (~98.5%).
+
+    Shared by the tests whose point is reading real digits: prediction, the web page, export.
+    """
+    from mnist_digits import runs, train
+    from mnist_digits.config import resolve_config
+
+    config = resolve_config({}, {"model": "cnn_bn", "epochs": 1, "warmup_epochs": 0.3})
+    run_dir = runs.new_run_dir(tmp_path_factory.mktemp("results"), "cnn_bn")
+    train.train(config, run_dir)
+    return run_dir
+
+
+@pytest.fixture(scope="session")
+def mnist_model(mnist_run):
+    from mnist_digits import predict
+
+    return predict.load_model(mnist_run)
+
+
+def ink_on_paper(digit: np.ndarray, *, size: int = 300, scale: float = 6.0, offset=(40, 60),
+                 dark_on_light: bool = True) -> np.ndarray:
+    """An MNIST digit enlarged onto a bigger uint8 "sheet of paper", as a person would write it."""
+    from PIL import Image
+
+    side = int(28 * scale)
+    big = np.asarray(Image.fromarray(digit).resize((side, side), Image.Resampling.BICUBIC))
+    sheet = np.zeros((size, size), np.uint8)
+    top, left = offset
+    sheet[top:top + side, left:left + side] = big[: size - top, : size - left]
+    return 255 - sheet if dark_on_light else sheet

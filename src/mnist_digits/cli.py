@@ -7,6 +7,7 @@ User mistakes (`MnistDigitsError`, bad flags) print one line to stderr and exit 
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import logging
 import os
@@ -116,6 +117,28 @@ def build_parser() -> argparse.ArgumentParser:
                      help="tabulate existing runs instead of training")
     p.add_argument("--seeds", type=_positive_int, default=3, help="seeds 0..N-1 (default 3)")
     _add_training_flags(p)
+    p = sub.add_parser("predict", help="read digits from image files or folders")
+    p.add_argument("paths", nargs="+", metavar="PATH", help="image files, or folders (recursive)")
+    p.add_argument("--model", default=str(Path(DEFAULT_RESULTS_DIR) / "latest"),
+                   help="run folder or .keras file (default: results/latest)")
+    p.add_argument("--format", choices=("text", "jsonl", "csv"), default="text")
+    p.add_argument("--top", type=_positive_int, default=1, metavar="K",
+                   help="show the K most probable digits (text, jsonl)")
+    p.add_argument("--batch-size", type=_positive_int, default=256)
+    p.add_argument("--save-preprocessed", type=Path, metavar="DIR",
+                   help="write the 28x28 images the model saw into DIR")
+
+    p = sub.add_parser("serve", help="the drawing web page and its JSON API")
+    p.add_argument("--model", default=str(Path(DEFAULT_RESULTS_DIR) / "latest"),
+                   help="run folder or .keras file (default: results/latest)")
+    p.add_argument("--host", default="127.0.0.1", help="default 127.0.0.1 (this machine only)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--max-upload-mb", type=_positive_float, default=5.0)
+
+    p = sub.add_parser("export", help="export a model for serving elsewhere, verified")
+    p.add_argument("--model", required=True, help="run folder or .keras file")
+    p.add_argument("--format", required=True, choices=("savedmodel", "litert", "onnx"))
+    p.add_argument("--out", type=Path, required=True, help="output folder or file")
     return parser
 
 
@@ -210,8 +233,89 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _load_model_or_usage_error(path: str):
+    from mnist_digits import predict
+    from mnist_digits.errors import RunError
+
+    try:
+        return predict.load_model(path)
+    except RunError as err:
+        raise ConfigError(f"{err} (pass --model RUN_DIR or a .keras file)") from None
+
+
+def _progress(done: int, total: int) -> None:
+    end = "\n" if done == total else ""
+    print(f"\r{done}/{total} images", end=end, file=sys.stderr, flush=True)
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from mnist_digits import predict, preprocess
+
+    model = _load_model_or_usage_error(args.model)
+    paths = predict.expand_paths(args.paths)
+    if not paths:
+        raise ConfigError("no image files found in " + ", ".join(args.paths))
+    if args.save_preprocessed:
+        args.save_preprocessed.mkdir(parents=True, exist_ok=True)
+    show_progress = sys.stderr.isatty() and len(paths) > args.batch_size
+    writer = csv.writer(sys.stdout, lineterminator="\n") if args.format == "csv" else None
+    if writer:
+        writer.writerow(["path", "digit", "confidence", *(f"p{d}" for d in range(10)), "error"])
+    failed = 0
+    results = predict.predict_files(model, paths, batch_size=args.batch_size,
+                                    progress=_progress if show_progress else None)
+    for i, result in enumerate(results):
+        failed += result.error is not None
+        if args.save_preprocessed and result.frame is not None:
+            name = f"{i:05d}-{Path(result.path).stem}.png"
+            (args.save_preprocessed / name).write_bytes(preprocess.to_png(result.frame))
+        if args.format == "jsonl":
+            record = result.to_dict()
+            if args.top > 1 and result.error is None:
+                record["top"] = [[d, p] for d, p in result.top(args.top)]
+            print(json.dumps(record))
+        elif writer:
+            probs = result.probabilities or [""] * 10
+            writer.writerow([result.path, "" if result.digit is None else result.digit,
+                             "" if result.confidence is None else result.confidence, *probs,
+                             result.error or ""])
+        elif result.error is not None:
+            print(f"{result.path}: error: {result.error}")
+        elif result.digit is None:
+            print(f"{result.path}: no digit")
+        else:
+            print(f"{result.path}: " + ", ".join(f"{d} ({p:.1%})" for d, p in
+                                                 result.top(args.top)))
+    return EXIT_ERROR if failed else 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from mnist_digits.serve.app import create_app
+
+    model = _load_model_or_usage_error(args.model)
+    app = create_app(model, max_upload_bytes=int(args.max_upload_mb * 1024 * 1024))
+    print(f"Serving on http://{args.host}:{args.port}/ (Ctrl-C stops)", flush=True)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from mnist_digits import export
+
+    model = _load_model_or_usage_error(args.model)
+    report = export.export_and_verify(model, args.format, args.out)
+    print(f"exported {args.format} to {args.out}: {report['images']} test digits, argmax "
+          f"agreement {report['argmax_agreement']:.2%}, max |diff| "
+          f"{report['max_abs_diff']:.2e}")
+    print(args.out)
+    return 0
+
+
 COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "list-models": cmd_list_models,
-            "compare": cmd_compare}
+            "compare": cmd_compare, "predict": cmd_predict, "serve": cmd_serve,
+            "export": cmd_export}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -125,6 +125,7 @@ def build_mlp(
     dropout: float = 0.2,
     input_dropout: float = 0.0,
     batch_norm: bool = False,
+    bn_momentum: float = 0.9,
     activation: str = "relu",
 ) -> keras.Model:
     """A feedforward net: flatten, then Dense(+BatchNorm)+activation+Dropout per hidden layer.
@@ -135,6 +136,7 @@ def build_mlp(
         dropout: dropout rate after each hidden layer.
         input_dropout: dropout rate on the input pixels (Hinton et al. 2012 used 0.2).
         batch_norm: batch normalization before each activation.
+        bn_momentum: momentum of the batch-norm moving statistics (see `build_cnn`).
         activation: activation of the hidden layers.
     """
     inputs = keras.Input(INPUT_SHAPE, name="image")
@@ -145,7 +147,7 @@ def build_mlp(
         # The bias is redundant when batch norm follows: its beta does the same job.
         x = layers.Dense(int(width), use_bias=not batch_norm)(x)
         if batch_norm:
-            x = layers.BatchNormalization()(x)
+            x = layers.BatchNormalization(momentum=bn_momentum)(x)
         x = layers.Activation(activation)(x)
         if dropout:
             x = layers.Dropout(dropout)(x)
@@ -160,6 +162,7 @@ def build_cnn(
     first_kernel_size: int | None = None,
     padding: str = "valid",
     batch_norm: bool = False,
+    bn_momentum: float = 0.9,
     head: str = "flatten",
     dense: Sequence[int] = (),
     dropout: float = 0.5,
@@ -174,6 +177,10 @@ def build_cnn(
             strokes); `kernel_size` if None.
         padding: `"valid"` or `"same"`.
         batch_norm: batch normalization after each convolution and hidden dense layer.
+        bn_momentum: momentum of the batch-norm moving statistics. Keras's 0.99 averages over
+            ~100 steps of weights that change fast early on; after one epoch (391 steps) the
+            inference-mode statistics still lag so much that validation accuracy measured 59-68%
+            against 98% in training mode. 0.9 measured 98.8% for the same run.
         head: `"flatten"` or `"gap"` (global average pooling) before the dense layers.
         dense: widths of the hidden dense layers after the convolutions.
         dropout: dropout rate before each dense layer, including the classifier.
@@ -189,7 +196,7 @@ def build_cnn(
             first = False
             x = layers.Conv2D(int(filters), size, padding=padding, use_bias=not batch_norm)(x)
             if batch_norm:
-                x = layers.BatchNormalization()(x)
+                x = layers.BatchNormalization(momentum=bn_momentum)(x)
             x = layers.ReLU()(x)
         x = layers.MaxPooling2D(2)(x)
     x = layers.Flatten()(x) if head == "flatten" else layers.GlobalAveragePooling2D()(x)
@@ -198,7 +205,7 @@ def build_cnn(
             x = layers.Dropout(dropout)(x)
         x = layers.Dense(int(width), use_bias=not batch_norm)(x)
         if batch_norm:
-            x = layers.BatchNormalization()(x)
+            x = layers.BatchNormalization(momentum=bn_momentum)(x)
         x = layers.ReLU()(x)
     if dropout:
         x = layers.Dropout(dropout)(x)

@@ -1,8 +1,10 @@
-"""Loading saved models and predicting class probabilities for arrays of images."""
+"""Loading saved models and predicting digits: arrays of images, or image files."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import keras
@@ -58,3 +60,107 @@ def predict_proba(model: keras.Model, images: np.ndarray, batch_size: int = 1024
     if not out:
         return np.zeros((0, 10), dtype=np.float32)
     return np.concatenate(out).astype(np.float32, copy=False)
+
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+
+
+@dataclasses.dataclass(frozen=True)
+class Prediction:
+    """The outcome for one input image.
+
+    Attributes:
+        path: the input as the user named it (or found it in a folder).
+        digit: the predicted class, or None when the image holds no digit or failed.
+        confidence: the probability of `digit`, or None.
+        probabilities: the 10 class probabilities, or None.
+        error: a one-line reason the file could not be read, or None.
+        frame: the 28x28 image the model saw, or None.
+    """
+
+    path: str
+    digit: int | None = None
+    confidence: float | None = None
+    probabilities: tuple[float, ...] | None = None
+    error: str | None = None
+    frame: np.ndarray | None = dataclasses.field(default=None, repr=False, compare=False)
+
+    def to_dict(self) -> dict:
+        """The JSON fields of `predict --format jsonl` and the web API."""
+        if self.error is not None:
+            return {"path": self.path, "error": self.error}
+        return {"path": self.path, "digit": self.digit, "confidence": self.confidence,
+                "probabilities": list(self.probabilities) if self.probabilities else None}
+
+    def top(self, k: int) -> list[tuple[int, float]]:
+        """The k most probable digits with their probabilities, most probable first."""
+        if not self.probabilities:
+            return []
+        order = np.argsort(-np.asarray(self.probabilities), kind="stable")[:k]
+        return [(int(d), float(self.probabilities[d])) for d in order]
+
+
+def expand_paths(paths: Sequence[str | os.PathLike]) -> list[Path]:
+    """Files as given, and folders replaced by the image files below them (sorted, recursive).
+
+    A path that does not exist is kept, so that it is reported as an error in its place.
+    """
+    out: list[Path] = []
+    for path in map(Path, paths):
+        if path.is_dir():
+            out.extend(sorted(p for p in path.rglob("*")
+                              if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES))
+        else:
+            out.append(path)
+    return out
+
+
+def predict_frames(model: keras.Model, paths: Sequence[str], frames: Sequence[np.ndarray | None]
+                   ) -> list[Prediction]:
+    """Predictions for preprocessed frames (None = no digit), one model call for the batch."""
+    present = [i for i, f in enumerate(frames) if f is not None]
+    probabilities = predict_proba(model, np.stack([frames[i] for i in present])) if present \
+        else np.zeros((0, 10), np.float32)
+    results = [Prediction(path=p, frame=None) for p in paths]
+    for row, i in enumerate(present):
+        probs = tuple(round(float(v), 6) for v in probabilities[row])
+        digit = int(np.argmax(probabilities[row]))
+        results[i] = Prediction(path=paths[i], digit=digit, confidence=probs[digit],
+                                probabilities=probs, frame=frames[i])
+    return results
+
+
+def predict_files(model: keras.Model, paths: Sequence[str | os.PathLike], *,
+                  batch_size: int = 256, max_pixels: int | None = None,
+                  progress: Callable[[int, int], None] | None = None) -> Iterator[Prediction]:
+    """Predicts image files in order, a batch at a time; a bad file never stops the others.
+
+    Args:
+        model: the classifier.
+        paths: image files (see `expand_paths` for folders).
+        batch_size: files preprocessed and predicted together.
+        max_pixels: the decompression-bomb limit; the preprocessor's default if None.
+        progress: called with (done, total) after each batch.
+
+    Yields:
+        One `Prediction` per path, in input order.
+    """
+    from mnist_digits import preprocess  # late: keeps `import predict` light for the server
+
+    limit = {"max_pixels": max_pixels} if max_pixels else {}
+    total = len(paths)
+    for start in range(0, total, batch_size):
+        batch = [str(p) for p in paths[start:start + batch_size]]
+        frames: list[np.ndarray | None] = []
+        errors: dict[int, str] = {}
+        for i, path in enumerate(batch):
+            try:
+                frames.append(preprocess.preprocess_file(path, **limit))
+            except preprocess.ImageError as err:
+                frames.append(None)
+                errors[i] = str(err)
+        results = predict_frames(model, batch, frames)
+        for i, result in enumerate(results):
+            yield Prediction(path=batch[i], error=errors[i]) if i in errors else result
+        if progress:
+            progress(min(start + batch_size, total), total)

@@ -51,7 +51,16 @@ SPECK_RATIO = 0.08  # ink components under this share of the largest one are noi
 
 
 class ImageError(MnistDigitsError):
-    """An input that is not a readable image of a supported format and size."""
+    """An input that is not a readable image of a supported format and size.
+
+    Attributes:
+        kind: what was wrong, for callers that answer differently (the web API's status codes):
+            `missing`, `unreadable`, `empty`, `not_image`, `unsupported`, `too_large`, `corrupt`.
+    """
+
+    def __init__(self, message: str, kind: str = "corrupt") -> None:
+        super().__init__(message)
+        self.kind = kind
 
 
 def open_image(data: bytes, *, source: str = "<bytes>",
@@ -66,7 +75,7 @@ def open_image(data: bytes, *, source: str = "<bytes>",
             or truncated/corrupt.
     """
     if not data:
-        raise ImageError(f"{source}: empty file")
+        raise ImageError(f"{source}: empty file", "empty")
     try:
         with warnings.catch_warnings():
             # Pillow warns, then errors, on huge images; we check the size ourselves, before
@@ -76,11 +85,11 @@ def open_image(data: bytes, *, source: str = "<bytes>",
             fmt = image.format or "unknown"
             if fmt not in FORMATS:
                 raise ImageError(f"{source}: unsupported image format {fmt}; use PNG, JPEG, BMP, "
-                                 f"GIF, WebP or TIFF")
+                                 f"GIF, WebP or TIFF", "unsupported")
             width, height = image.size
             if width * height > max_pixels:
                 raise ImageError(f"{source}: image is {width}x{height} pixels, over the limit "
-                                 f"of {max_pixels:,}; scale it down first")
+                                 f"of {max_pixels:,}; scale it down first", "too_large")
             image.seek(0)  # first frame of an animated GIF/WebP/TIFF
             image.load()
             image = ImageOps.exif_transpose(image)
@@ -88,9 +97,12 @@ def open_image(data: bytes, *, source: str = "<bytes>",
         raise
     except UnidentifiedImageError:
         raise ImageError(f"{source}: not an image (or a format that is not supported); use "
-                         f"PNG, JPEG, BMP, GIF, WebP or TIFF") from None
-    except Image.DecompressionBombError:
-        raise ImageError(f"{source}: image is too large to decode safely") from None
+                         f"PNG, JPEG, BMP, GIF, WebP or TIFF", "not_image") from None
+    except Image.DecompressionBombError as err:
+        # Pillow's own guard (at twice its default limit) can fire inside Image.open, before
+        # our size check sees the header.
+        raise ImageError(f"{source}: image is over the limit of {max_pixels:,} pixels ({err}); "
+                         f"scale it down first", "too_large") from None
     except (OSError, ValueError, SyntaxError, EOFError) as err:
         raise ImageError(f"{source}: truncated or corrupt image ({err})") from None
     return image
@@ -156,6 +168,8 @@ def ink_is_dark(gray: np.ndarray) -> bool:
     not do: tinted or dim paper can be darker than mid-grey.
     """
     h, w = gray.shape
+    if h * w < 16:  # too few pixels to tell paper from ink: most images are on light paper
+        return float(np.median(gray)) > 0.5
     rows, cols = np.mgrid[0:h, 0:w]
     edge = np.zeros((h, w), bool)
     edge[[0, -1], :] = edge[:, [0, -1]] = True
@@ -268,18 +282,22 @@ def _crop(values: np.ndarray) -> np.ndarray:
     return values[rows.min():rows.max() + 1, cols.min():cols.max() + 1]
 
 
-def _resize(values: np.ndarray, longest: int) -> np.ndarray:
+def _resize(values: np.ndarray, longest: int, *, sharpen: bool = False) -> np.ndarray:
     """Resizes so the longer side is `longest`, keeping the aspect ratio.
 
-    Area averaging when shrinking gives MNIST-like anti-aliased edges; bilinear when enlarging a
-    tiny image avoids blocky pixels.
+    Area averaging when shrinking gives MNIST-like anti-aliased edges; Lanczos when enlarging
+    avoids blocky pixels. With `sharpen`, a tiny source enlarged 2x or more gets its contrast
+    stretched: enlarged strokes are soft grey ramps where MNIST's have saturated cores. On 8x8
+    MNIST digits this took accuracy from 60% (bilinear) to 81%.
     """
     h, w = values.shape
     scale = longest / max(h, w)
     size = (max(1, round(w * scale)), max(1, round(h * scale)))
-    method = Image.Resampling.BOX if scale < 1 else Image.Resampling.BILINEAR
-    resized = Image.fromarray(values.astype(np.float32), mode="F").resize(size, method)
-    return np.clip(np.asarray(resized), 0, 1)
+    method = Image.Resampling.BOX if scale < 1 else Image.Resampling.LANCZOS
+    resized = np.asarray(Image.fromarray(values.astype(np.float32), mode="F").resize(size, method))
+    if sharpen and scale >= 2:
+        resized = (resized - 0.15) / 0.55
+    return np.clip(resized, 0, 1)
 
 
 def normalize_strokes(digit: np.ndarray) -> np.ndarray:
@@ -313,7 +331,7 @@ def normalize_strokes(digit: np.ndarray) -> np.ndarray:
 
 def mnist_frame(digit: np.ndarray) -> np.ndarray:
     """Fits cropped ink into 20x20 keeping its aspect, and centres it by mass in 28x28."""
-    digit = _resize(digit, BOX)
+    digit = _resize(digit, BOX, sharpen=True)
     h, w = digit.shape
     frame = np.zeros((FRAME, FRAME), np.float32)
     top, left = (FRAME - h) // 2, (FRAME - w) // 2
@@ -362,13 +380,13 @@ def preprocess_file(path: str | os.PathLike, *,
     try:
         data = path.read_bytes()
     except FileNotFoundError:
-        raise ImageError(f"{path}: no such file") from None
+        raise ImageError(f"{path}: no such file", "missing") from None
     except IsADirectoryError:
-        raise ImageError(f"{path}: is a folder, not an image file") from None
+        raise ImageError(f"{path}: is a folder, not an image file", "unreadable") from None
     except PermissionError:
-        raise ImageError(f"{path}: permission denied") from None
+        raise ImageError(f"{path}: permission denied", "unreadable") from None
     except OSError as err:
-        raise ImageError(f"{path}: cannot read ({err.strerror})") from None
+        raise ImageError(f"{path}: cannot read ({err.strerror})", "unreadable") from None
     return preprocess_bytes(data, source=str(path), max_pixels=max_pixels)
 
 

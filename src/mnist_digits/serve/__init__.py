@@ -1,0 +1,1 @@
+"""The drawing web page and its JSON API (`mnist-digits serve`)."""

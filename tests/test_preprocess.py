@@ -1,0 +1,215 @@
+"""Preprocessing: any image in, an MNIST-style 28x28 digit (or "no digit") out."""
+
+from __future__ import annotations
+
+import io
+import struct
+import zlib
+
+import numpy as np
+import pytest
+from conftest import ink_on_paper
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+from PIL import Image
+from scipy import ndimage
+
+from mnist_digits import predict, preprocess
+from mnist_digits.preprocess import ImageError
+
+SEVEN, TWO, ZERO = 0, 1, 3  # indices of clear digits in the MNIST test set
+
+
+def encode(image: Image.Image, fmt: str, **options) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt, **options)
+    return buffer.getvalue()
+
+
+def check_frame(frame):
+    assert frame is not None
+    assert frame.shape == (28, 28) and frame.dtype == np.float32
+    assert frame.min() >= 0 and frame.max() <= 1 and frame.max() == pytest.approx(1)
+    rows, cols = np.nonzero(frame > 0.1)
+    assert max(np.ptp(rows), np.ptp(cols)) + 1 <= 21  # fits the 20x20 box (plus anti-aliasing)
+    cy, cx = ndimage.center_of_mass(frame)
+    assert abs(cy - 14) <= 1 and abs(cx - 14) <= 1
+
+
+def test_mnist_digit_passes_through_nearly_unchanged(mnist_test_set):
+    images, _ = mnist_test_set
+    for i in range(20):
+        frame = preprocess.preprocess_bytes(encode(Image.fromarray(images[i]), "PNG"))
+        check_frame(frame)
+        assert np.abs(frame - images[i] / 255).mean() < 0.03
+
+
+def test_position_size_and_polarity_do_not_matter(mnist_test_set):
+    digit = mnist_test_set[0][TWO]
+    frames = [
+        preprocess.preprocess_image(Image.fromarray(ink_on_paper(digit, **kw)))
+        for kw in ({}, {"dark_on_light": False}, {"size": 900, "scale": 20, "offset": (300, 20)},
+                   {"size": 200, "scale": 2.5, "offset": (120, 5)})
+    ]
+    for frame in frames:
+        check_frame(frame)
+    for frame in frames[1:]:
+        assert np.abs(frame - frames[0]).mean() < 0.05
+
+
+def every_kind_of_file(digit: np.ndarray) -> dict[str, bytes]:
+    """The same digit as the file formats and pixel modes people send."""
+    paper = ink_on_paper(digit)  # dark ink on white, uint8
+    gray = Image.fromarray(paper)
+    ink = 255 - paper
+    rgba = np.zeros((*paper.shape, 4), np.uint8)
+    rgba[..., 3] = ink  # black strokes on a transparent canvas
+    la = np.stack([np.zeros_like(ink), ink], axis=-1)
+    palette = gray.convert("P", palette=Image.Palette.ADAPTIVE, colors=16)
+    palette.info["transparency"] = int(np.asarray(palette)[0, 0])  # the paper is transparent
+    frames = [Image.fromarray(np.full_like(paper, 255)), gray]  # GIF: first frame is what counts
+    big = Image.fromarray(paper).resize((4000, 3000), Image.Resampling.BILINEAR)
+    rotated = gray.rotate(90, expand=True)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 CW to display": undoes the rotation above
+    return {
+        "png-gray": encode(gray, "PNG"),
+        "jpeg-rgb": encode(gray.convert("RGB"), "JPEG", quality=70),
+        "bmp": encode(gray.convert("RGB"), "BMP"),
+        "gif-second-frame-blank": encode(frames[1], "GIF", save_all=True,
+                                         append_images=[frames[0]]),
+        "webp": encode(gray, "WEBP", quality=80),
+        "tiff": encode(gray, "TIFF"),
+        "rgba-transparent-canvas": encode(Image.fromarray(rgba, "RGBA"), "PNG"),
+        "la-transparent": encode(Image.fromarray(la, "LA"), "PNG"),
+        "palette-with-transparency": encode(palette, "PNG"),
+        "cmyk-jpeg": encode(gray.convert("CMYK"), "JPEG", quality=90),
+        "png-16-bit": encode(Image.fromarray(paper.astype(np.uint16) * 257), "PNG"),
+        "one-bit-scan": encode(gray.point(lambda v: 255 if v > 128 else 0).convert("1"), "PNG"),
+        "jpeg-exif-rotated": encode(rotated.convert("RGB"), "JPEG", quality=90, exif=exif),
+        "tiny-8x8": encode(Image.fromarray(digit).resize((8, 8), Image.Resampling.BOX), "PNG"),
+        "photo-4000x3000": encode(big.convert("RGB"), "JPEG", quality=85),
+    }
+
+
+@pytest.mark.parametrize("index", [SEVEN, TWO, ZERO])
+def test_every_format_and_mode_is_read_correctly(index, mnist_test_set, mnist_model):
+    images, labels = mnist_test_set
+    files = every_kind_of_file(images[index])
+    frames = [preprocess.preprocess_bytes(data, source=name) for name, data in files.items()]
+    for name, frame in zip(files, frames, strict=True):
+        assert frame is not None, name
+    predicted = predict.predict_proba(mnist_model, np.stack(frames)).argmax(axis=1)
+    wrong = [name for name, p in zip(files, predicted, strict=True) if p != labels[index]]
+    assert not wrong, f"misread as not {labels[index]}: {wrong}"
+
+
+def test_sixteen_bit_is_rescaled_not_saturated():
+    values = np.zeros((60, 60), np.uint16)
+    values[10:50, 28:32] = 20000  # a faint stroke in 16-bit: 8-bit clipping would make it white
+    frame = preprocess.preprocess_image(Image.fromarray(values))
+    check_frame(frame)
+
+
+def test_uneven_lighting_and_paper_noise(mnist_test_set):
+    images, _ = mnist_test_set
+    paper = ink_on_paper(images[SEVEN], size=400).astype(np.float32) / 255
+    xx = np.mgrid[0:400, 0:400][1] / 400
+    lit = np.clip(paper * (0.55 + 0.45 * xx) + np.random.default_rng(0).normal(0, 0.04,
+                                                                               paper.shape), 0, 1)
+    clean = preprocess.preprocess_image(Image.fromarray(ink_on_paper(images[SEVEN], size=400)))
+    frame = preprocess.preprocess_image(Image.fromarray((lit * 255).astype(np.uint8)))
+    check_frame(frame)
+    assert np.abs(frame - clean).mean() < 0.06
+
+
+@pytest.mark.parametrize("width", [1, 3, 25])
+def test_thin_and_thick_strokes_get_mnist_like_width(width):
+    canvas = np.full((300, 300), 255, np.uint8)
+    canvas[40:260, 150 - width // 2: 150 + (width + 1) // 2] = 0  # a "1"
+    canvas[40:40 + width, 110:150] = 0
+    frame = preprocess.preprocess_image(Image.fromarray(canvas))
+    check_frame(frame)
+    stroke = (frame[14] > 0.5).sum()  # the vertical bar's width on the middle row
+    assert 1 <= stroke <= 5
+
+
+@pytest.mark.parametrize("value", [0, 128, 255])
+def test_blank_images_are_no_digit(value):
+    assert preprocess.preprocess_image(Image.new("L", (200, 120), value)) is None
+
+
+def test_faint_paper_noise_is_no_digit():
+    noise = np.random.default_rng(1).normal(230, 4, (300, 300)).clip(0, 255).astype(np.uint8)
+    assert preprocess.preprocess_image(Image.fromarray(noise)) is None
+
+
+def png_header_only(width: int, height: int) -> bytes:
+    """A PNG whose header claims width x height pixels, with almost no data."""
+    def chunk(kind: bytes, payload: bytes) -> bytes:
+        return struct.pack(">I", len(payload)) + kind + payload + struct.pack(
+            ">I", zlib.crc32(kind + payload) & 0xFFFFFFFF)
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0")) \
+        + chunk(b"IEND", b"")
+
+
+@pytest.mark.parametrize(
+    ("data", "kind", "message"),
+    [
+        (b"", "empty", "empty file"),
+        (b"just some text, not an image\n", "not_image", "not an image"),
+        (b"%PDF-1.4\n1 0 obj\n<<>>\nendobj\n", "not_image", "not an image"),
+        (png_header_only(100_000, 100_000), "too_large", "over the limit of 50,000,000 pixels"),
+        (png_header_only(9_000, 9_000), "too_large", "9000x9000 pixels, over the limit"),
+    ],
+    ids=["empty", "text", "pdf", "decompression-bomb", "over-our-limit"],
+)
+def test_bad_bytes_raise_image_error(data, kind, message):
+    with pytest.raises(ImageError, match=message) as info:
+        preprocess.preprocess_bytes(data, source="upload.png")
+    assert info.value.kind == kind and "upload.png" in str(info.value)
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG"])
+def test_truncated_images_raise_image_error(fmt, mnist_test_set):
+    data = encode(Image.fromarray(ink_on_paper(mnist_test_set[0][0])).convert("RGB"), fmt)
+    with pytest.raises(ImageError, match="truncated or corrupt"):
+        preprocess.preprocess_bytes(data[: len(data) // 2])
+
+
+def test_psd_is_refused_as_unsupported():
+    # A minimal valid Photoshop header: Pillow can open PSD, but we do not accept it.
+    header = b"8BPS" + struct.pack(">H6xHIIHH", 1, 1, 4, 4, 8, 1)
+    data = header + struct.pack(">I", 0) * 3 + struct.pack(">H", 0) + bytes(16)
+    with pytest.raises(ImageError) as info:
+        preprocess.preprocess_bytes(data)
+    assert info.value.kind in ("unsupported", "not_image", "corrupt")
+
+
+def test_file_errors(tmp_path):
+    with pytest.raises(ImageError, match="no such file"):
+        preprocess.preprocess_file(tmp_path / "missing.png")
+    with pytest.raises(ImageError, match="is a folder"):
+        preprocess.preprocess_file(tmp_path)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(hnp.arrays(np.uint8, st.tuples(st.integers(1, 64), st.integers(1, 64)),
+                  elements=st.integers(0, 255)))
+def test_any_array_gives_a_valid_frame_or_no_digit(array):
+    frame = preprocess.preprocess_image(Image.fromarray(array))
+    if frame is not None:
+        assert frame.shape == (28, 28) and frame.dtype == np.float32
+        assert np.isfinite(frame).all() and frame.min() >= 0 and frame.max() <= 1
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.binary(max_size=2048))
+def test_any_bytes_give_a_frame_none_or_image_error(data):
+    try:
+        frame = preprocess.preprocess_bytes(data)
+    except ImageError:
+        return
+    assert frame is None or frame.shape == (28, 28)
