@@ -1,0 +1,59 @@
+"""`export`: each format reloaded with its own runtime and compared with the Keras model."""
+
+from __future__ import annotations
+
+import builtins
+
+import numpy as np
+import pytest
+
+from mnist_digits import data, export
+from mnist_digits.cli import main
+
+
+@pytest.fixture(scope="module")
+def digits(mnist_test_set):
+    return data.normalize_images(mnist_test_set[0][:300])
+
+
+@pytest.mark.parametrize(("fmt", "name"), [("savedmodel", "saved"), ("litert", "m.tflite"),
+                                           ("onnx", "m.onnx")])
+def test_export_matches_keras(fmt, name, mnist_model, digits, tmp_path):
+    report = export.export_and_verify(mnist_model, fmt, tmp_path / name, images=digits)
+    assert report["images"] == 300
+    assert report["argmax_agreement"] == 1.0
+    assert report["max_abs_diff"] <= export.TOLERANCE
+    assert (tmp_path / name).exists()
+
+
+def test_missing_runtime_fails_clearly_and_leaves_nothing(mnist_model, digits, tmp_path,
+                                                          monkeypatch):
+    real_import = builtins.__import__
+
+    def no_onnxruntime(name, *args, **kwargs):
+        if name == "onnxruntime":
+            raise ImportError("No module named 'onnxruntime'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_onnxruntime)
+    with pytest.raises(export.ExportError, match="onnx runtime is not installed.*onnxruntime"):
+        export.export_and_verify(mnist_model, "onnx", tmp_path / "m.onnx", images=digits)
+    assert not (tmp_path / "m.onnx").exists()
+
+
+def test_disagreement_is_refused(mnist_model, digits, tmp_path, monkeypatch):
+    monkeypatch.setattr(export, "_runner", lambda fmt, path: lambda x: np.full(
+        (len(x), 10), 0.1, np.float32))
+    with pytest.raises(export.ExportError, match="disagrees with the Keras model"):
+        export.export_and_verify(mnist_model, "litert", tmp_path / "m.tflite", images=digits)
+    assert not (tmp_path / "m.tflite").exists()
+
+
+def test_export_cli(capsys, mnist_run, tmp_path):
+    out = tmp_path / "model.tflite"
+    assert main(["export", "--model", str(mnist_run), "--format", "litert", "--out",
+                 str(out)]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert "argmax agreement 100.00%" in lines[0] and lines[-1] == str(out)
+    code = main(["export", "--model", str(mnist_run), "--format", "coreml", "--out", str(out)])
+    assert code == 2 and "invalid choice" in capsys.readouterr().err

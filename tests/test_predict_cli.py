@@ -1,0 +1,116 @@
+"""`mnist-digits predict` on files and folders: formats, no-digit, bad files, exit codes."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+
+import numpy as np
+import pytest
+from conftest import ink_on_paper
+from PIL import Image
+
+from mnist_digits.cli import main
+
+DIGITS = {0: 7, 1: 2, 2: 1, 3: 0}  # MNIST test index -> its label
+
+
+@pytest.fixture
+def image_folder(tmp_path, mnist_test_set):
+    """Three digit photos in nested folders, a blank page, and a text file posing as a PNG."""
+    images, labels = mnist_test_set
+    root = tmp_path / "scans"
+    (root / "b" / "c").mkdir(parents=True)
+    paths = {}
+    for i, sub in zip((0, 1, 3), ("a.png", "b/c/two.jpg", "b/zero.png"), strict=True):
+        path = root / sub
+        Image.fromarray(ink_on_paper(images[i])).convert("RGB").save(path)
+        paths[sub] = int(labels[i])
+    Image.new("L", (100, 100), 255).save(root / "blank.png")
+    (root / "fake.png").write_text("not an image")
+    (root / "notes.txt").write_text("ignored: not an image suffix")
+    return root, paths
+
+
+def run(capsys, argv):
+    code = main(argv)
+    captured = capsys.readouterr()
+    assert "Traceback" not in captured.err
+    return code, captured.out
+
+
+def test_jsonl_one_object_per_file_in_order(capsys, mnist_run, image_folder):
+    root, expected = image_folder
+    code, out = run(capsys, ["predict", "--model", str(mnist_run), "--format", "jsonl",
+                             str(root / "b" / "zero.png"), str(root)])
+    records = [json.loads(line) for line in out.splitlines()]
+    assert code == 1  # fake.png could not be read
+    # Explicit file first, then the folder's image files, sorted, recursive (notes.txt skipped).
+    assert [r["path"] for r in records] == [str(root / p) for p in (
+        "b/zero.png", "a.png", "b/c/two.jpg", "b/zero.png", "blank.png", "fake.png")]
+    by_path = {r["path"]: r for r in records}
+    for rel, label in expected.items():
+        record = by_path[str(root / rel)]
+        assert set(record) == {"path", "digit", "confidence", "probabilities"}
+        assert record["digit"] == label
+        assert len(record["probabilities"]) == 10
+        assert record["confidence"] == max(record["probabilities"])
+        assert sum(record["probabilities"]) == pytest.approx(1, abs=1e-4)
+    assert by_path[str(root / "blank.png")]["digit"] is None
+    bad = by_path[str(root / "fake.png")]
+    assert set(bad) == {"path", "error"} and "not an image" in bad["error"]
+    assert "\n" not in bad["error"]
+
+
+def test_all_good_files_exit_zero_and_text_format(capsys, mnist_run, image_folder):
+    root, _ = image_folder
+    code, out = run(capsys, ["predict", "--model", str(mnist_run), "--top", "3",
+                             str(root / "a.png"), str(root / "blank.png")])
+    assert code == 0
+    lines = out.splitlines()
+    assert lines[0].startswith(f"{root / 'a.png'}: 7 (") and lines[0].count("%") == 3
+    assert lines[1] == f"{root / 'blank.png'}: no digit"
+
+
+def test_csv_format(capsys, mnist_run, image_folder):
+    root, _ = image_folder
+    code, out = run(capsys, ["predict", "--model", str(mnist_run), "--format", "csv",
+                             str(root / "a.png"), str(root / "missing.png")])
+    rows = list(csv.DictReader(io.StringIO(out)))
+    assert code == 1
+    assert rows[0]["digit"] == "7" and float(rows[0]["p7"]) == float(rows[0]["confidence"])
+    assert rows[1]["digit"] == "" and "no such file" in rows[1]["error"]
+
+
+def test_save_preprocessed(capsys, mnist_run, image_folder, tmp_path):
+    root, _ = image_folder
+    out_dir = tmp_path / "seen"
+    code, _ = run(capsys, ["predict", "--model", str(mnist_run), "--save-preprocessed",
+                           str(out_dir), str(root / "a.png"), str(root / "b" / "zero.png")])
+    assert code == 0
+    saved = sorted(out_dir.iterdir())
+    assert [p.name for p in saved] == ["00000-a.png", "00001-zero.png"]
+    with Image.open(saved[0]) as image:
+        assert image.size == (28, 28) and image.mode == "L"
+        assert np.asarray(image).max() == 255
+
+
+def test_batches_keep_input_order(capsys, mnist_run, image_folder):
+    root, expected = image_folder
+    code, out = run(capsys, ["predict", "--model", str(mnist_run), "--format", "jsonl",
+                             "--batch-size", "2", str(root / "a.png"), str(root / "b")])
+    digits = [json.loads(line)["digit"] for line in out.splitlines()]
+    assert code == 0 and digits == [7, 2, 0]
+
+
+@pytest.mark.parametrize("argv", [
+    ["predict", "--model", "/nonexistent/run", "x.png"],
+    ["predict", "--model", "weights.h5", "x.png"],
+    ["predict"],
+])
+def test_usage_errors_exit_two(capsys, argv):
+    code = main(argv)
+    captured = capsys.readouterr()
+    assert code == 2
+    assert len(captured.err.strip().splitlines()) == 1 and "Traceback" not in captured.err

@@ -1,0 +1,92 @@
+"""The web API, in process with FastAPI's TestClient."""
+
+from __future__ import annotations
+
+import base64
+import io
+import re
+
+import pytest
+from conftest import ink_on_paper
+from fastapi.testclient import TestClient
+from PIL import Image
+from test_preprocess import png_header_only
+
+from mnist_digits.serve.app import create_app
+
+
+@pytest.fixture(scope="module")
+def client(mnist_model):
+    return TestClient(create_app(mnist_model, max_upload_bytes=200_000))
+
+
+@pytest.fixture(scope="module")
+def seven_png(mnist_test_set):
+    buffer = io.BytesIO()
+    Image.fromarray(ink_on_paper(mnist_test_set[0][0])).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def test_health(client):
+    response = client.get("/api/health")
+    assert response.status_code == 200
+    assert response.json()["status"] == "ok" and response.json()["model"] == "cnn_bn"
+
+
+def test_predict_returns_the_cli_fields_and_the_preprocessed_image(client, seven_png):
+    response = client.post("/api/predict", files={"file": ("seven.png", seven_png, "image/png")})
+    assert response.status_code == 200
+    body = response.json()
+    assert set(body) == {"path", "digit", "confidence", "probabilities", "preprocessed"}
+    assert body["path"] == "seven.png" and body["digit"] == 7
+    assert len(body["probabilities"]) == 10 and body["confidence"] > 0.5
+    prefix = "data:image/png;base64,"
+    assert body["preprocessed"].startswith(prefix)
+    with Image.open(io.BytesIO(base64.b64decode(body["preprocessed"][len(prefix):]))) as image:
+        assert image.size == (28, 28)
+
+
+def test_blank_canvas_is_no_digit(client):
+    buffer = io.BytesIO()
+    Image.new("RGBA", (280, 280), (255, 255, 255, 255)).save(buffer, format="PNG")
+    body = client.post("/api/predict", files={"file": ("c.png", buffer.getvalue())}).json()
+    assert body["digit"] is None and body["preprocessed"] is None
+
+
+@pytest.mark.parametrize(
+    ("files", "status"),
+    [
+        ({"file": ("notes.png", b"plain text, not an image", "image/png")}, 415),
+        ({"file": ("doc.pdf", b"%PDF-1.4\n%%EOF\n", "application/pdf")}, 415),
+        ({"file": ("empty.png", b"", "image/png")}, 400),
+        ({"file": ("bomb.png", png_header_only(100_000, 100_000), "image/png")}, 413),
+        ({"file": ("big.png", b"\x89PNG" + bytes(300_000), "image/png")}, 413),
+        ({"other": ("x.png", b"abc", "image/png")}, 422),
+    ],
+    ids=["text", "pdf", "empty", "bomb", "over-upload-limit", "wrong-field"],
+)
+def test_bad_uploads_get_4xx_with_a_short_message(client, files, status):
+    response = client.post("/api/predict", files=files)
+    assert response.status_code == status
+    text = response.text
+    assert "Traceback" not in text and len(text) < 600
+
+
+def test_malformed_requests(client):
+    assert client.post("/api/predict").status_code == 422
+    response = client.post("/api/predict", content=b"--x\r\nbroken",
+                           headers={"content-type": "multipart/form-data; boundary=x"})
+    assert response.status_code in (400, 422)
+    response = client.post("/api/predict", content=b"{}",
+                           headers={"content-type": "application/json"})
+    assert response.status_code == 422
+
+
+def test_docs_and_page(client):
+    assert client.get("/docs").status_code == 200
+    assert "/api/predict" in client.get("/openapi.json").json()["paths"]
+    page = client.get("/").text
+    assert "<canvas" in page and 'id="upload"' in page
+    # Nothing loaded from elsewhere: no CDN scripts, fonts or styles.
+    assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", page)
+    assert "@import" not in page and "url(http" not in page
