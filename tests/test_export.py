@@ -36,7 +36,7 @@ def test_missing_runtime_fails_clearly_and_leaves_nothing(mnist_model, digits, t
         return real_import(name, *args, **kwargs)
 
     monkeypatch.setattr(builtins, "__import__", no_onnxruntime)
-    with pytest.raises(export.ExportError, match="onnx runtime is not installed.*onnxruntime"):
+    with pytest.raises(export.ExportError, match=r"onnx runtime is not installed.*onnxruntime"):
         export.export_and_verify(mnist_model, "onnx", tmp_path / "m.onnx", images=digits)
     assert not (tmp_path / "m.onnx").exists()
 

@@ -97,7 +97,7 @@ def test_save_preprocessed(capsys, mnist_run, image_folder, tmp_path):
 
 
 def test_batches_keep_input_order(capsys, mnist_run, image_folder):
-    root, expected = image_folder
+    root, _ = image_folder
     code, out = run(capsys, ["predict", "--model", str(mnist_run), "--format", "jsonl",
                              "--batch-size", "2", str(root / "a.png"), str(root / "b")])
     digits = [json.loads(line)["digit"] for line in out.splitlines()]

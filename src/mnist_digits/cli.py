@@ -139,6 +139,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True, help="run folder or .keras file")
     p.add_argument("--format", required=True, choices=("savedmodel", "litert", "onnx"))
     p.add_argument("--out", type=Path, required=True, help="output folder or file")
+    p = sub.add_parser("bench", help="measure and record: user-style images, inference")
+    p.add_argument("--model", default=str(Path(DEFAULT_RESULTS_DIR) / "latest"),
+                   help="run folder or .keras file (default: results/latest)")
+    p.add_argument("--only", choices=("realworld", "inference"), help="run one section")
+    p.add_argument("--quick", action="store_true", help="a tiny run in seconds (smoke test)")
+    p.add_argument("--out", type=Path, default=Path("bench") / "results",
+                   help="where the result files go (default: bench/results)")
     return parser
 
 
@@ -313,9 +320,20 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    from mnist_digits import bench
+
+    _load_model_or_usage_error(args.model)  # fail fast, with the usual message
+    result, path = bench.run_bench(model_path=args.model, only=args.only, quick=args.quick,
+                                   out_dir=args.out)
+    print(bench.to_markdown(result))
+    print(path)
+    return 0
+
+
 COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "list-models": cmd_list_models,
             "compare": cmd_compare, "predict": cmd_predict, "serve": cmd_serve,
-            "export": cmd_export}
+            "export": cmd_export, "bench": cmd_bench}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
