@@ -135,6 +135,25 @@ def test_thin_and_thick_strokes_get_mnist_like_width(width):
     assert 1 <= stroke <= 5
 
 
+def test_ruled_paper_lines_are_not_ink(mnist_test_set, mnist_model):
+    images, labels = mnist_test_set
+    paper = ink_on_paper(images[TWO], size=360, offset=(80, 90))
+    clean = preprocess.preprocess_image(Image.fromarray(paper))
+    ruled = paper.copy()
+    ruled[::30, :] = np.minimum(ruled[::30, :], 150)  # blue-ish rules every 30 px, edge to edge
+    ruled[:, 20:22] = np.minimum(ruled[:, 20:22], 170)  # and a margin line
+    frame = preprocess.preprocess_image(Image.fromarray(ruled))
+    check_frame(frame)
+    assert np.abs(frame - clean).mean() < 0.05
+    assert predict.predict_proba(mnist_model, frame[None]).argmax() == labels[TWO]
+
+
+def test_a_lone_edge_to_edge_stroke_is_kept():
+    canvas = np.full((200, 200), 255, np.uint8)
+    canvas[:, 98:104] = 0  # a "1" drawn from the top edge to the bottom edge
+    check_frame(preprocess.preprocess_image(Image.fromarray(canvas)))
+
+
 @pytest.mark.parametrize("value", [0, 128, 255])
 def test_blank_images_are_no_digit(value):
     assert preprocess.preprocess_image(Image.new("L", (200, 120), value)) is None

@@ -13,8 +13,8 @@ gives none of that, which is why most demos fail on real handwriting. The steps 
    inverted;
 4. background removal: a large-scale morphological opening estimates uneven lighting and is
    subtracted, then contrast is normalized;
-5. ink mask by Otsu's threshold; specks much smaller than the digit are dropped; too little ink
-   means "no digit";
+5. ink mask by Otsu's threshold; ruled lines and specks much smaller than the digit are dropped;
+   too little ink means "no digit";
 6. strokes thickened or thinned towards MNIST's stroke width;
 7. crop, fit into 20x20 keeping the aspect ratio (area-averaged, so edges are anti-aliased as in
    MNIST), pad to 28x28 and shift the centre of mass to the centre.
@@ -233,6 +233,41 @@ def _disk(radius: int) -> np.ndarray:
     return (r[:, None] ** 2 + r[None, :] ** 2) <= radius ** 2 + 0.5
 
 
+def remove_ruled_lines(ink: np.ndarray, threshold: float) -> np.ndarray:
+    """Ink with ruled or grid lines (thin bands inked edge to edge) painted out.
+
+    A band of rows inked across at least 90% of the width, and at most 2% of the height thick,
+    is a rule, not a stroke; it is repainted with the lesser of the rows just above and below
+    it, so digit strokes that cross the rule continue and the rule itself disappears. Columns
+    likewise (margins, grids). Images under 100 pixels are left alone: there one pixel is already
+    a thick band. If nothing but rules would remain, the ink is returned unchanged.
+    """
+    out = ink.copy()
+    changed = False
+    for axis in (0, 1):
+        view = out if axis == 0 else out.T  # rows of `view` are rows, then columns, of `out`
+        n, length = view.shape
+        if n < 100 or length < 100:
+            continue
+        inked = (view > threshold).mean(axis=1) >= 0.9
+        band_limit = max(1, int(0.02 * n))
+        row = 0
+        while row < n:
+            if not inked[row]:
+                row += 1
+                continue
+            end = row
+            while end < n and inked[end]:
+                end += 1
+            if end - row <= band_limit:
+                above = view[row - 1] if row > 0 else np.zeros(length, view.dtype)
+                below = view[end] if end < n else np.zeros(length, view.dtype)
+                view[row:end] = np.minimum(above, below)
+                changed = True
+            row = end
+    return out if changed and (out > threshold).any() else ink
+
+
 def digit_mask(ink: np.ndarray) -> tuple[np.ndarray, float] | None:
     """The pixels that belong to the digit and the ink threshold, or None if there is no digit.
 
@@ -356,6 +391,12 @@ def preprocess_image(image: Image.Image) -> np.ndarray | None:
     found = digit_mask(ink)
     if found is None:
         return None
+    cleaned = remove_ruled_lines(ink, found[1])
+    if cleaned is not ink:
+        ink = cleaned
+        found = digit_mask(ink)
+        if found is None:
+            return None
     return mnist_frame(normalize_strokes(digit_ink(ink, *found)))
 
 
