@@ -184,7 +184,12 @@ def cmd_train(args: argparse.Namespace) -> int:
         results_dir = args.results_dir
         run_dir = runs.new_run_dir(results_dir, config.model, args.tag)
     print(f"Run folder: {run_dir}", flush=True)
-    metrics = train.train(config, run_dir, resume=bool(args.resume))
+    try:
+        metrics = train.train(config, run_dir, resume=bool(args.resume))
+    except KeyboardInterrupt:
+        print(f"mnist-digits train: interrupted; continue with: mnist-digits train --resume "
+              f"{run_dir}", file=sys.stderr)
+        return EXIT_INTERRUPTED
     runs.point_latest(results_dir, run_dir)
     print(f"{config.model}: test accuracy {metrics['test']['accuracy']:.2%} "
           f"(validation {metrics['val']['accuracy']:.2%}), {metrics['epochs_run']} epochs, "

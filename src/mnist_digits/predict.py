@@ -10,7 +10,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from mnist_digits import runs
+from mnist_digits import preprocess, runs
 from mnist_digits.errors import RunError
 
 
@@ -145,8 +145,6 @@ def predict_files(model: keras.Model, paths: Sequence[str | os.PathLike], *,
     Yields:
         One `Prediction` per path, in input order.
     """
-    from mnist_digits import preprocess  # late: keeps `import predict` light for the server
-
     limit = {"max_pixels": max_pixels} if max_pixels else {}
     total = len(paths)
     for start in range(0, total, batch_size):

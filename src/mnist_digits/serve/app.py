@@ -8,6 +8,7 @@ makes no outgoing requests and the page loads nothing from anywhere else.
 from __future__ import annotations
 
 import base64
+import json
 import threading
 from importlib import resources
 from typing import Annotated, Any
@@ -79,8 +80,6 @@ class BodyLimit:
 
 
 async def _send_json(send: Any, status: int, payload: dict) -> None:
-    import json
-
     body = json.dumps(payload).encode()
     await send({"type": "http.response.start", "status": status,
                 "headers": [(b"content-type", b"application/json"),
