@@ -49,11 +49,10 @@ def machine() -> dict[str, Any]:
             "keras": keras.__version__, "numpy": np.__version__}
 
 
-def section_realworld(model_path: str, *, quick: bool) -> dict[str, Any]:
+def section_realworld(model: Any, model_path: str, *, quick: bool) -> dict[str, Any]:
     """Accuracy of `predict` on user-style images, and of the naive approach, per image kind."""
     from mnist_digits import predict, preprocess, userimages
 
-    model = predict.load_model(model_path)
     n = 50 if quick else 2000
     (_, _), (x_test, y_test) = data.load_mnist()
     rng = np.random.default_rng(2026)
@@ -88,11 +87,10 @@ def section_realworld(model_path: str, *, quick: bool) -> dict[str, Any]:
     }
 
 
-def section_inference(model_path: str, *, quick: bool) -> dict[str, Any]:
+def section_inference(model: Any, model_path: str, *, quick: bool) -> dict[str, Any]:
     """Images per second through `predict_proba`, batched and one at a time."""
     from mnist_digits import predict
 
-    model = predict.load_model(model_path)
     (_, _), (x_test, _) = data.load_mnist()
     images = data.normalize_images(x_test)
     predict.predict_proba(model, images[:1024])  # warm-up: first calls trace and allocate
@@ -150,9 +148,16 @@ def to_markdown(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def run_bench(*, model_path: str, only: str | None = None, quick: bool = False,
+def run_bench(model: Any, *, model_path: str, only: str | None = None, quick: bool = False,
               out_dir: str | os.PathLike = DEFAULT_OUT) -> tuple[dict[str, Any], Path]:
     """Runs the sections and writes `<out_dir>/<date>-<host>[-quick].json` and `.md`.
+
+    Args:
+        model: the loaded model (`predict.load_model(model_path)`).
+        model_path: where it came from, recorded with the results.
+        only: a section name, or None for all.
+        quick: a tiny run for smoke tests.
+        out_dir: where the files go.
 
     Returns:
         The result and the path of the JSON file.
@@ -163,7 +168,7 @@ def run_bench(*, model_path: str, only: str | None = None, quick: bool = False,
     for name in names:
         log.info("bench: %s", name)
         start = time.perf_counter()
-        result["sections"][name] = SECTIONS[name](model_path, quick=quick)
+        result["sections"][name] = SECTIONS[name](model, model_path, quick=quick)
         result["sections"][name]["seconds"] = time.perf_counter() - start
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

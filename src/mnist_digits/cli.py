@@ -328,9 +328,9 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     from mnist_digits import bench
 
-    _load_model_or_usage_error(args.model)  # fail fast, with the usual message
-    result, path = bench.run_bench(model_path=args.model, only=args.only, quick=args.quick,
-                                   out_dir=args.out)
+    model = _load_model_or_usage_error(args.model)
+    result, path = bench.run_bench(model, model_path=args.model, only=args.only,
+                                   quick=args.quick, out_dir=args.out)
     print(bench.to_markdown(result))
     print(path)
     return 0

@@ -121,7 +121,7 @@ def predict_frames(model: keras.Model, paths: Sequence[str], frames: Sequence[np
     present = [i for i, f in enumerate(frames) if f is not None]
     probabilities = predict_proba(model, np.stack([frames[i] for i in present])) if present \
         else np.zeros((0, 10), np.float32)
-    results = [Prediction(path=p, frame=None) for p in paths]
+    results = [Prediction(path=p) for p in paths]
     for row, i in enumerate(present):
         probs = tuple(round(float(v), 6) for v in probabilities[row])
         digit = int(np.argmax(probabilities[row]))
@@ -131,7 +131,7 @@ def predict_frames(model: keras.Model, paths: Sequence[str], frames: Sequence[np
 
 
 def predict_files(model: keras.Model, paths: Sequence[str | os.PathLike], *,
-                  batch_size: int = 256, max_pixels: int | None = None,
+                  batch_size: int = 256, max_pixels: int = preprocess.DEFAULT_MAX_PIXELS,
                   progress: Callable[[int, int], None] | None = None) -> Iterator[Prediction]:
     """Predicts image files in order, a batch at a time; a bad file never stops the others.
 
@@ -139,13 +139,12 @@ def predict_files(model: keras.Model, paths: Sequence[str | os.PathLike], *,
         model: the classifier.
         paths: image files (see `expand_paths` for folders).
         batch_size: files preprocessed and predicted together.
-        max_pixels: the decompression-bomb limit; the preprocessor's default if None.
+        max_pixels: the decompression-bomb limit.
         progress: called with (done, total) after each batch.
 
     Yields:
         One `Prediction` per path, in input order.
     """
-    limit = {"max_pixels": max_pixels} if max_pixels else {}
     total = len(paths)
     for start in range(0, total, batch_size):
         batch = [str(p) for p in paths[start:start + batch_size]]
@@ -153,7 +152,7 @@ def predict_files(model: keras.Model, paths: Sequence[str | os.PathLike], *,
         errors: dict[int, str] = {}
         for i, path in enumerate(batch):
             try:
-                frames.append(preprocess.preprocess_file(path, **limit))
+                frames.append(preprocess.preprocess_file(path, max_pixels=max_pixels))
             except preprocess.ImageError as err:
                 frames.append(None)
                 errors[i] = str(err)

@@ -150,13 +150,8 @@ def to_gray(image: Image.Image) -> np.ndarray:
 
 
 def _reduce(gray: np.ndarray, longest: int) -> np.ndarray:
-    """Area-averages an image down so its longer side is at most `longest`."""
-    h, w = gray.shape
-    if max(h, w) <= longest:
-        return gray
-    scale = longest / max(h, w)
-    size = (max(1, round(w * scale)), max(1, round(h * scale)))
-    return np.asarray(Image.fromarray(gray, mode="F").resize(size, Image.Resampling.BOX))
+    """Area-averages an image down so its longer side is at most `longest`; never enlarges."""
+    return gray if max(gray.shape) <= longest else _resize(gray, longest)
 
 
 def ink_is_dark(gray: np.ndarray) -> bool:
@@ -384,10 +379,7 @@ def mnist_frame(digit: np.ndarray) -> np.ndarray:
 
 def preprocess_image(image: Image.Image) -> np.ndarray | None:
     """A decoded image -> float32 `(28, 28)` in [0, 1], white digit on black; None if no digit."""
-    gray = _reduce(to_gray(image), ANALYSIS_SIZE)
-    if min(gray.shape) < 1:
-        return None
-    ink = ink_map(gray)
+    ink = ink_map(_reduce(to_gray(image), ANALYSIS_SIZE))
     found = digit_mask(ink)
     if found is None:
         return None
