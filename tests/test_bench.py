@@ -11,20 +11,51 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mnist_digits import preprocess, userimages
+from mnist_digits import bench, preprocess, userimages
 from mnist_digits.cli import main
 
 
-def test_bench_quick_writes_json_and_markdown(capsys, mnist_run, tmp_path):
-    assert main(["bench", "--quick", "--model", str(mnist_run), "--out", str(tmp_path)]) == 0
+def test_bench_quick_runs_every_section_and_writes_json_and_markdown(capsys, tmp_path):
+    assert main(["bench", "--quick", "--out", str(tmp_path), "--results-dir",
+                 str(tmp_path / "results")]) == 0
     path = Path(capsys.readouterr().out.strip().splitlines()[-1])
     result = json.loads(path.read_text())
     assert result["quick"] is True and result["machine"]["cores"] >= 1
+    assert list(result["sections"]) == list(bench.SECTIONS)
+
+    training = result["sections"]["training"]
+    assert set(training["baselines"]) == set(bench.BASELINES)
+    assert set(training["presets"]) == set(bench.TRAINING_PRESETS)
+    for row in [*training["baselines"].values(), *training["presets"].values()]:
+        assert row["seeds"] == 1 and 0 <= row["test_accuracy_mean"] <= 1
+        assert row["train_seconds_mean"] > 0 and row["peak_rss_mb"] > 100
+    assert training["presets"]["cnn_fast"]["speedup"] > 0
+    assert training["augmentation"]["mlp_aug"]["images_per_second"] > 0
+    best = result["sections"]["best"]
+    assert best["seeds"] == 2 and 0 <= best["ensemble"]["test_accuracy"] <= 1
+    # With no --model, realworld and inference measure the training section's cnn_fast run.
+    assert result["sections"]["inference"]["model"] == \
+        training["presets"]["cnn_fast"]["runs"][0]["run_dir"]
+
     realworld = result["sections"]["realworld"]
     assert realworld["images"] == 50 and 0 <= realworld["accuracy"] <= 1
     assert set(realworld["per_kind"]) <= set(userimages.KINDS)
     assert result["sections"]["inference"]["batched_images_per_second"] > 0
-    assert "| `predict` (MNIST-style preprocessing) |" in path.with_suffix(".md").read_text()
+    markdown = path.with_suffix(".md").read_text()
+    assert "| `predict` (MNIST-style preprocessing) |" in markdown
+    assert "`keras_io_convnet`" in markdown and "ensemble of those 2" in markdown
+
+
+def test_bench_baselines_are_the_published_architectures():
+    # keras-io's summary: 34,826 parameters; the classic FFNN: 784-512-512-10.
+    assert bench.build_baseline("keras_io_convnet").count_params() == 34826
+    assert bench.build_baseline("classic_ffnn").count_params() == \
+        784 * 512 + 512 + 512 * 512 + 512 + 512 * 10 + 10
+
+
+def test_bench_unknown_section_is_a_usage_error(capsys, tmp_path):
+    assert main(["bench", "--only", "training,speed", "--out", str(tmp_path)]) == 2
+    assert "unknown bench section(s) speed" in capsys.readouterr().err
 
 
 def test_bench_only_one_section(capsys, mnist_run, tmp_path):

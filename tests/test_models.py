@@ -13,7 +13,8 @@ ALL_MODELS = models.list_models()
 
 
 def test_registry_has_the_required_presets():
-    assert {"mlp_classic", "cnn_keras_io", "cnn_bn"} <= set(ALL_MODELS)
+    assert {"mlp_classic", "cnn_keras_io", "cnn_bn", "cnn_fast", "mlp_fast", "mlp_aug",
+            "cnn_best"} <= set(ALL_MODELS)
     assert len(models.list_models("mlp")) >= 3
     assert len(models.list_models("cnn")) >= 2
 
@@ -68,3 +69,19 @@ def test_unknown_option_lists_valid_ones():
 def test_bad_option_value_is_a_config_error():
     with pytest.raises(ConfigError, match="head"):
         models.build_model("cnn_bn", head="pyramid")
+
+
+@pytest.mark.parametrize("name", ALL_MODELS)
+def test_every_recipe_is_a_valid_config(name):
+    from mnist_digits.config import resolve_config
+
+    config = resolve_config({}, {"model": name})
+    assert config.model == name
+    for key, value in models.get_model_spec(name).recipe.items():
+        assert getattr(config, key) == value
+
+
+def test_default_model_is_the_fast_cnn():
+    from mnist_digits.config import DEFAULT_MODEL
+
+    assert DEFAULT_MODEL == "cnn_fast"

@@ -1,16 +1,25 @@
 """`mnist-digits bench`: measured figures, written to `bench/results/<date>-<host>.json` and `.md`.
 
-Sections (run all, or one with `--only NAME`):
+Sections (run all, in this order, or one with `--only NAME`):
+- `training`: the reference recipes (keras-io's convnet, the classic FFNN; see `BASELINES`)
+  against our fast presets, 3 seeds each, on the same split and machine: training time, test
+  accuracy (mean ± std), the time ratio, peak memory; and the augmentation pipeline's throughput
+  next to the training throughput, to show it is not the bottleneck.
+- `best`: the best-accuracy preset over 5 seeds, and the 5 averaged by `ensemble`.
 - `realworld`: the `predict` path on synthetic user-style images of MNIST test digits (see
   `userimages`), against the naive "shrink the whole image" approach most demos use.
 - `inference`: the default model's throughput through `predict_proba`, batched and one image
   at a time, the code path of `predict` and the web server.
+
+Every training run happens in a fresh child process, so its peak RSS is its own and no run warms
+up or slows down another. Run folders go to `results/bench/<stamp>/`.
 
 `--quick` runs a tiny version in seconds, for the CI smoke test; its numbers mean nothing.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import logging
 import os
@@ -25,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from mnist_digits import data, runs
+from mnist_digits.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -49,11 +59,236 @@ def machine() -> dict[str, Any]:
             "keras": keras.__version__, "numpy": np.__version__}
 
 
-def section_realworld(model: Any, model_path: str, *, quick: bool) -> dict[str, Any]:
+@dataclasses.dataclass
+class Context:
+    """What the sections share: options, a work folder, and the model under test.
+
+    `model_path` is `--model`; if None, the `training` section's default-preset run is used
+    when it ran, else `results/latest`.
+    """
+
+    quick: bool
+    work_dir: Path
+    model_path: str | None = None
+    _model: Any = None
+
+    def model(self) -> tuple[Any, str]:
+        from mnist_digits import predict
+
+        if self.model_path is None:
+            self.model_path = str(Path("results") / runs.LATEST)
+        if self._model is None:
+            self._model = predict.load_model(self.model_path)
+        return self._model, self.model_path
+
+
+# The reference recipes, as published, in plain Keras: nothing of ours but the data split (our
+# 50k/10k train/validation split, validated every epoch as keras-io's validation_split does).
+BASELINES: dict[str, dict[str, Any]] = {
+    # https://keras.io/examples/vision/mnist_convnet/
+    "keras_io_convnet": {"epochs": 15, "batch_size": 128, "pair": "cnn_fast",
+                         "description": "keras-io simple MNIST convnet, 15 epochs, batch 128, "
+                                        "Adam"},
+    # The original project: 784-512-512-10, dropout 0.2, Adam, 20 epochs of batch 128.
+    "classic_ffnn": {"epochs": 20, "batch_size": 128, "pair": "mlp_fast",
+                     "description": "classic FFNN 784-512-512-10, dropout 0.2, 20 epochs, "
+                                    "batch 128, Adam"},
+}
+# Our presets in the training section: the fast pair of each baseline, and the augmented FFNN.
+TRAINING_PRESETS = ("cnn_fast", "mlp_fast", "mlp_aug")
+BEST_PRESET = "cnn_best"
+SEEDS = 3
+BEST_SEEDS = 5
+
+
+def build_baseline(name: str) -> Any:
+    """A reference recipe's model, layer for layer as published."""
+    import keras
+    from keras import layers
+
+    inputs = keras.Input((28, 28, 1))
+    if name == "keras_io_convnet":
+        x = layers.Conv2D(32, kernel_size=(3, 3), activation="relu")(inputs)
+        x = layers.MaxPooling2D(pool_size=(2, 2))(x)
+        x = layers.Conv2D(64, kernel_size=(3, 3), activation="relu")(x)
+        x = layers.MaxPooling2D(pool_size=(2, 2))(x)
+        x = layers.Flatten()(x)
+        x = layers.Dropout(0.5)(x)
+    elif name == "classic_ffnn":
+        x = layers.Flatten()(inputs)
+        for _ in range(2):
+            x = layers.Dense(512, activation="relu")(x)
+            x = layers.Dropout(0.2)(x)
+    else:
+        raise ValueError(f"unknown baseline {name!r}")
+    return keras.Model(inputs, layers.Dense(10, activation="softmax")(x))
+
+
+def _peak_rss_mb() -> float:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+def _train_job(kind: str, name: str, seed: int, quick: bool, work_dir: str) -> dict[str, Any]:
+    """One training run, in a child process: time, accuracy and peak RSS.
+
+    Time is the sum of the epochs' wall times (training plus the per-epoch validation), measured
+    the same way for baselines and presets by `train.EpochTimer`.
+    """
+    import keras
+
+    from mnist_digits import train
+    from mnist_digits.config import resolve_config
+
+    limit = 2000 if quick else None
+    splits = data.make_splits(*data.load_mnist(), val_size=500 if quick else 10_000,
+                              limit=limit)
+    start = time.perf_counter()
+    if kind == "baseline":
+        recipe = BASELINES[name]
+        keras.utils.set_random_seed(seed)
+        model = build_baseline(name)
+        model.compile(loss="categorical_crossentropy", optimizer="adam", metrics=["accuracy"])
+        timer = train.EpochTimer()
+        seconds: list[float] = []
+        record = keras.callbacks.LambdaCallback(
+            on_epoch_end=lambda epoch, logs: seconds.append(logs["epoch_seconds"]))
+        model.fit(splits.x_train, splits.y_train, batch_size=recipe["batch_size"],
+                  epochs=1 if quick else recipe["epochs"], verbose=0,
+                  validation_data=(splits.x_val, splits.y_val), callbacks=[timer, record])
+        predicted = model(splits.x_test, training=False)
+        accuracy = float(np.mean(keras.ops.convert_to_numpy(predicted).argmax(1)
+                                 == splits.test_labels))
+        result = {"train_seconds": float(sum(seconds)), "epochs": len(seconds),
+                  "test_accuracy": accuracy}
+    else:
+        cli = {"model": name, "seed": seed,
+               **({"epochs": 1, "warmup_epochs": 0.5} if quick else {})}
+        config = resolve_config({}, cli)
+        run_dir = runs.new_run_dir(work_dir, name, f"s{seed}")
+        metrics = train.train(config, run_dir, splits=splits)
+        result = {"train_seconds": metrics["train_seconds"], "epochs": metrics["epochs_run"],
+                  "test_accuracy": metrics["test"]["accuracy"], "run_dir": str(run_dir)}
+    result["job_seconds"] = time.perf_counter() - start
+    result["peak_rss_mb"] = _peak_rss_mb()
+    return result
+
+
+def _in_child(fn: Callable[..., Any], *args: Any) -> Any:
+    """Runs fn(*args) in a fresh spawned process and returns its result."""
+    import concurrent.futures
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(1, mp_context=context) as pool:
+        return pool.submit(fn, *args).result()
+
+
+def _summary(results: list[dict[str, Any]]) -> dict[str, Any]:
+    def mean_std(key: str) -> tuple[float, float]:
+        values = np.array([r[key] for r in results], dtype=float)
+        return float(values.mean()), float(values.std(ddof=1)) if len(values) > 1 else 0.0
+
+    acc, acc_std = mean_std("test_accuracy")
+    seconds, seconds_std = mean_std("train_seconds")
+    return {"runs": results, "seeds": len(results), "test_accuracy_mean": acc,
+            "test_accuracy_std": acc_std, "train_seconds_mean": seconds,
+            "train_seconds_std": seconds_std,
+            "peak_rss_mb": max(r["peak_rss_mb"] for r in results)}
+
+
+def _train_many(kind: str, name: str, seeds: int, ctx: Context) -> dict[str, Any]:
+    results = []
+    for seed in range(seeds):
+        log.info("bench: training %s %s, seed %d", kind, name, seed)
+        results.append(_in_child(_train_job, kind, name, seed, ctx.quick, str(ctx.work_dir)))
+    return _summary(results)
+
+
+def augmentation_throughput(policy: dict[str, float], *, images: int = 8192,
+                            batch_size: int = 128) -> float:
+    """Images per second through a policy's augmentation layers in training mode."""
+    from mnist_digits import augment
+
+    (x_train, _), _ = data.load_mnist()
+    x = data.normalize_images(x_train[:images])
+    stack = augment.augmentation_layers(policy, seed=0)
+
+    def run_all() -> None:
+        for i in range(0, len(x), batch_size):
+            batch = x[i:i + batch_size]
+            for layer in stack:
+                batch = layer(batch, training=True)
+
+    run_all()  # warm-up
+    start = time.perf_counter()
+    run_all()
+    return len(x) / (time.perf_counter() - start)
+
+
+def section_training(ctx: Context) -> dict[str, Any]:
+    """Baselines against our presets: time, accuracy over seeds, ratio, peak RSS."""
+    from mnist_digits import models
+
+    seeds = 1 if ctx.quick else SEEDS
+    result: dict[str, Any] = {"seeds": seeds, "baselines": {}, "presets": {}}
+    for name, recipe in BASELINES.items():
+        result["baselines"][name] = {"description": recipe["description"],
+                                     **_train_many("baseline", name, seeds, ctx)}
+    for name in TRAINING_PRESETS:
+        spec = models.get_model_spec(name)
+        result["presets"][name] = {"description": spec.description, "recipe": dict(spec.recipe),
+                                   **_train_many("preset", name, seeds, ctx)}
+    for name, recipe in BASELINES.items():
+        ours = result["presets"][recipe["pair"]]
+        ours["baseline"] = name
+        ours["speedup"] = (result["baselines"][name]["train_seconds_mean"]
+                           / ours["train_seconds_mean"])
+    # The augmentation runs inside the model, on the same 2 cores, so what matters is that it
+    # is much faster than the training step it feeds.
+    augmented = {name: models.get_model_spec(name).recipe.get("augment")
+                 for name in (*TRAINING_PRESETS, BEST_PRESET)}
+    result["augmentation"] = {}
+    for name, policy in augmented.items():
+        if policy:
+            images = 1024 if ctx.quick else 8192
+            result["augmentation"][name] = {"policy": policy,
+                                            "images_per_second": augmentation_throughput(
+                                                policy, images=images)}
+            if name in result["presets"]:
+                trained = result["presets"][name]
+                epochs = np.mean([r["epochs"] for r in trained["runs"]])
+                n_train = 2000 - 500 if ctx.quick else 50_000
+                result["augmentation"][name]["training_images_per_second"] = \
+                    n_train * epochs / trained["train_seconds_mean"]
+    if ctx.model_path is None:
+        ctx.model_path = result["presets"]["cnn_fast"]["runs"][0]["run_dir"]
+    return result
+
+
+def section_best(ctx: Context) -> dict[str, Any]:
+    """The best-accuracy preset over `BEST_SEEDS` seeds, and their ensemble."""
+    from mnist_digits import ensemble, models
+
+    seeds = 2 if ctx.quick else BEST_SEEDS
+    singles = _train_many("preset", BEST_PRESET, seeds, ctx)
+    run_dir, metrics = ensemble.make_ensemble(
+        [r["run_dir"] for r in singles["runs"]], ctx.work_dir, name=f"ensemble_{BEST_PRESET}")
+    spec = models.get_model_spec(BEST_PRESET)
+    return {"preset": BEST_PRESET, "description": spec.description, "recipe": dict(spec.recipe),
+            **singles,
+            "ensemble": {"members": seeds, "run_dir": str(run_dir),
+                         "test_accuracy": metrics["test"]["accuracy"],
+                         "num_errors": metrics["num_errors"]}}
+
+
+def section_realworld(ctx: Context) -> dict[str, Any]:
     """Accuracy of `predict` on user-style images, and of the naive approach, per image kind."""
     from mnist_digits import predict, preprocess, userimages
 
-    n = 50 if quick else 2000
+    model, model_path = ctx.model()
+    n = 50 if ctx.quick else 2000
     (_, _), (x_test, y_test) = data.load_mnist()
     rng = np.random.default_rng(2026)
     indices = rng.choice(len(x_test), n, replace=False)
@@ -87,10 +322,12 @@ def section_realworld(model: Any, model_path: str, *, quick: bool) -> dict[str, 
     }
 
 
-def section_inference(model: Any, model_path: str, *, quick: bool) -> dict[str, Any]:
+def section_inference(ctx: Context) -> dict[str, Any]:
     """Images per second through `predict_proba`, batched and one at a time."""
     from mnist_digits import predict
 
+    model, model_path = ctx.model()
+    quick = ctx.quick
     (_, _), (x_test, _) = data.load_mnist()
     images = data.normalize_images(x_test)
     predict.predict_proba(model, images[:1024])  # warm-up: first calls trace and allocate
@@ -110,7 +347,9 @@ def section_inference(model: Any, model_path: str, *, quick: bool) -> dict[str, 
             "single_image_ms_p95": float(np.percentile(single_ms, 95))}
 
 
-SECTIONS: dict[str, Callable[..., dict[str, Any]]] = {
+SECTIONS: dict[str, Callable[[Context], dict[str, Any]]] = {
+    "training": section_training,
+    "best": section_best,
     "realworld": section_realworld,
     "inference": section_inference,
 }
@@ -124,6 +363,21 @@ def to_markdown(result: dict[str, Any]) -> str:
              f"{m['keras']}, NumPy {m['numpy']}, Python {m['python']}"
              + (" — **--quick: these numbers mean nothing**" if result["quick"] else ""), ""]
     sections = result["sections"]
+    if "training" in sections:
+        lines += _training_markdown(sections["training"])
+    if "best" in sections:
+        r = sections["best"]
+        e = r["ensemble"]
+        lines += ["## Best accuracy (`best`)", "",
+                  f"`{r['preset']}`: {r['description']}", "",
+                  "| model | seeds | test acc. (%) | train s (each) | peak RSS |",
+                  "|---|--:|--:|--:|--:|",
+                  f"| `{r['preset']}` | {r['seeds']} | {_pct(r)} | {_secs(r)} | "
+                  f"{r['peak_rss_mb']:.0f} MiB |",
+                  f"| ensemble of those {e['members']} (`mnist-digits ensemble`) | – | "
+                  f"**{100 * e['test_accuracy']:.2f}** ({e['num_errors']} errors) | – | – |",
+                  "", "Single runs: " + ", ".join(f"{100 * x['test_accuracy']:.2f}%"
+                                                  for x in r["runs"]), ""]
     if "realworld" in sections:
         r = sections["realworld"]
         acc = r["model_mnist_test_accuracy"]
@@ -148,32 +402,78 @@ def to_markdown(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def run_bench(model: Any, *, model_path: str, only: str | None = None, quick: bool = False,
-              out_dir: str | os.PathLike = DEFAULT_OUT) -> tuple[dict[str, Any], Path]:
-    """Runs the sections and writes `<out_dir>/<date>-<host>[-quick].json` and `.md`.
+def _pct(r: dict[str, Any]) -> str:
+    return f"{100 * r['test_accuracy_mean']:.2f} ± {100 * r['test_accuracy_std']:.2f}"
+
+
+def _secs(r: dict[str, Any]) -> str:
+    return f"{r['train_seconds_mean']:.1f} ± {r['train_seconds_std']:.1f}"
+
+
+def _training_markdown(t: dict[str, Any]) -> list[str]:
+    lines = ["## Training speed and accuracy (`training`)", "",
+             f"Test accuracy on the official 10k test set and training time (sum of epoch wall "
+             f"times, validation included), mean ± std over {t['seeds']} seed(s); each run in "
+             f"its own process.", "",
+             "| recipe | kind | test acc. (%) | train s | speed-up vs baseline | peak RSS |",
+             "|---|---|--:|--:|--:|--:|"]
+    for name, r in t["baselines"].items():
+        lines.append(f"| {r['description']} (`{name}`) | reference | {_pct(r)} | {_secs(r)} | "
+                     f"1× | {r['peak_rss_mb']:.0f} MiB |")
+    for name, r in t["presets"].items():
+        speedup = f"**{r['speedup']:.1f}×** vs `{r['baseline']}`" if "speedup" in r else "–"
+        lines.append(f"| `{name}`: {r['description']} | ours | {_pct(r)} | {_secs(r)} | "
+                     f"{speedup} | {r['peak_rss_mb']:.0f} MiB |")
+    if t.get("augmentation"):
+        lines += ["", "| augmentation of | policy | augmented images/s | training images/s |",
+                  "|---|---|--:|--:|"]
+        for name, a in t["augmentation"].items():
+            policy = ", ".join(f"{k} {v:g}" for k, v in a["policy"].items())
+            training = a.get("training_images_per_second")
+            lines.append(f"| `{name}` | {policy} | {a['images_per_second']:,.0f} | "
+                         + (f"{training:,.0f} |" if training else "– |"))
+    return [*lines, ""]
+
+
+def run_bench(*, model_path: str | None = None, only: str | None = None, quick: bool = False,
+              out_dir: str | os.PathLike = DEFAULT_OUT,
+              results_dir: str | os.PathLike = "results") -> tuple[dict[str, Any], Path]:
+    """Runs the sections and writes `<out_dir>/<date>-<host>[-quick][-only].json` and `.md`.
 
     Args:
-        model: the loaded model (`predict.load_model(model_path)`).
-        model_path: where it came from, recorded with the results.
-        only: a section name, or None for all.
+        model_path: the model for `realworld` and `inference` (run folder or .keras file); None
+            means the `training` section's default-preset run, or `results/latest`.
+        only: comma-separated section names, or None for all.
         quick: a tiny run for smoke tests.
-        out_dir: where the files go.
+        out_dir: where the result files go.
+        results_dir: the training runs go to `<results_dir>/bench/<stamp>/`.
 
     Returns:
         The result and the path of the JSON file.
+
+    Raises:
+        ConfigError: an unknown section name.
     """
-    names = [only] if only else list(SECTIONS)
-    result: dict[str, Any] = {"date": datetime.datetime.now().isoformat(timespec="seconds"),
-                              "quick": quick, "machine": machine(), "sections": {}}
+    names = [n.strip() for n in only.split(",")] if only else list(SECTIONS)
+    unknown = [n for n in names if n not in SECTIONS]
+    if unknown:
+        raise ConfigError(f"unknown bench section(s) {', '.join(unknown)}; choose from "
+                          f"{', '.join(SECTIONS)}")
+    stamp = datetime.datetime.now()
+    work_dir = Path(results_dir) / "bench" / f"{stamp:%Y%m%d-%H%M%S}"
+    ctx = Context(quick=quick, work_dir=work_dir, model_path=model_path)
+    ctx.work_dir.mkdir(parents=True, exist_ok=True)
+    result: dict[str, Any] = {"date": stamp.isoformat(timespec="seconds"), "quick": quick,
+                              "machine": machine(), "sections": {}}
     for name in names:
-        log.info("bench: %s", name)
+        log.info("bench: section %s", name)
         start = time.perf_counter()
-        result["sections"][name] = SECTIONS[name](model, model_path, quick=quick)
+        result["sections"][name] = SECTIONS[name](ctx)
         result["sections"][name]["seconds"] = time.perf_counter() - start
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    stem = f"{datetime.date.today():%Y-%m-%d}-{result['machine']['host']}" + \
-        ("-quick" if quick else "") + (f"-{only}" if only else "")
+    stem = f"{stamp:%Y-%m-%d}-{result['machine']['host']}" + ("-quick" if quick else "") + \
+        (f"-{'-'.join(names)}" if only else "")
     runs.write_json(out_dir / f"{stem}.json", result)
     runs.atomic_write_text(out_dir / f"{stem}.md", to_markdown(result))
     return result, out_dir / f"{stem}.json"

@@ -62,6 +62,15 @@ def _option(text: str) -> tuple[str, Any]:
         return key, value
 
 
+def _augment(text: str) -> dict[str, float]:
+    from mnist_digits import augment
+
+    try:
+        return augment.parse_policy(text)
+    except ConfigError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
 def _add_training_flags(p: argparse.ArgumentParser) -> None:
     """Flags shared by `train` and `compare`; each overrides the model's recipe and --config."""
     g = p.add_argument_group("training (override the model's recipe and --config)")
@@ -75,6 +84,10 @@ def _add_training_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--label-smoothing", type=float)
     g.add_argument("--patience", type=int, dest="early_stopping_patience",
                    help="early-stopping patience in epochs; 0 disables")
+    g.add_argument("--augment", type=_augment, metavar="POLICY",
+                   help="training augmentation: none, light, standard or strong, or key=value "
+                        "pairs such as rotation=10,shift=2,zoom=0.1,squish=0.1,elastic=0.5,"
+                        "erasing=0.25 (replaces the model's own policy)")
     g.add_argument("--val-size", type=_positive_int, help="validation images (default 10000)")
     g.add_argument("--option", type=_option, action="append", dest="model_options",
                    metavar="KEY=VALUE", help="a model builder option, e.g. dropout=0.3; repeatable")
@@ -97,12 +110,24 @@ def build_parser() -> argparse.ArgumentParser:
                                 parser_class=_Parser)
 
     p = sub.add_parser("train", help="train a model, evaluate it, write the report")
-    p.add_argument("--model", help="model preset (see list-models); default cnn_bn")
+    p.add_argument("--model", help="model preset (see list-models); default cnn_fast")
     p.add_argument("--seed", type=int)
     p.add_argument("--tag", help="suffix for the run folder's name")
     p.add_argument("--resume", type=Path, metavar="RUN_DIR",
                    help="continue an interrupted run in RUN_DIR from its last completed epoch")
     _add_training_flags(p)
+
+    p = sub.add_parser("data", help="check the MNIST files, or download them if they are gone")
+    data_sub = p.add_subparsers(dest="data_command", required=True, metavar="ACTION",
+                                parser_class=_Parser)
+    d = data_sub.add_parser("verify", help="check the four MNIST files (hashes, IDX format)")
+    d.add_argument("--data-dir", help="folder with the MNIST .gz files (default: data/mnist)")
+    d = data_sub.add_parser("download", help="fetch missing or corrupt MNIST files from the "
+                                             "public mirrors, verified")
+    d.add_argument("--dest", help="target folder (default: data/mnist)")
+    d.add_argument("--force", action="store_true", help="download even files that verify")
+    d.add_argument("--timeout", type=_positive_float, default=30.0,
+                   help="seconds to wait on each mirror (default 30)")
 
     p = sub.add_parser("evaluate", help="redo a run's evaluation report on the test set")
     p.add_argument("run_dir", type=Path, metavar="RUN_DIR")
@@ -117,6 +142,15 @@ def build_parser() -> argparse.ArgumentParser:
                      help="tabulate existing runs instead of training")
     p.add_argument("--seeds", type=_positive_int, default=3, help="seeds 0..N-1 (default 3)")
     _add_training_flags(p)
+
+    p = sub.add_parser("ensemble", help="average trained runs into one model and evaluate it")
+    p.add_argument("run_dirs", type=Path, nargs="+", metavar="RUN_DIR",
+                   help="the members: finished run folders trained on the same split")
+    p.add_argument("--name", default="ensemble", help="name in reports (default: ensemble)")
+    p.add_argument("--tag", help="suffix for the run folder's name")
+    p.add_argument("--results-dir", type=Path, default=Path(DEFAULT_RESULTS_DIR),
+                   help="where the run folder goes (default: results)")
+
     p = sub.add_parser("predict", help="read digits from image files or folders")
     p.add_argument("paths", nargs="+", metavar="PATH", help="image files, or folders (recursive)")
     p.add_argument("--model", default=str(Path(DEFAULT_RESULTS_DIR) / "latest"),
@@ -139,19 +173,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True, help="run folder or .keras file")
     p.add_argument("--format", required=True, choices=("savedmodel", "litert", "onnx"))
     p.add_argument("--out", type=Path, required=True, help="output folder or file")
-    p = sub.add_parser("bench", help="measure and record: user-style images, inference")
-    p.add_argument("--model", default=str(Path(DEFAULT_RESULTS_DIR) / "latest"),
-                   help="run folder or .keras file (default: results/latest)")
-    p.add_argument("--only", choices=("realworld", "inference"), help="run one section")
+    p = sub.add_parser("bench", help="measure and record: training speed and accuracy against "
+                                     "reference recipes, ensembles, user-style images, inference")
+    p.add_argument("--model", help="run folder or .keras file for realworld and inference "
+                                   "(default: the training section's cnn_fast run, else "
+                                   "results/latest)")
+    p.add_argument("--only", metavar="SECTION[,SECTION]",
+                   help="run only these sections: training, best, realworld, inference")
     p.add_argument("--quick", action="store_true", help="a tiny run in seconds (smoke test)")
     p.add_argument("--out", type=Path, default=Path("bench") / "results",
                    help="where the result files go (default: bench/results)")
+    p.add_argument("--results-dir", type=Path, default=Path(DEFAULT_RESULTS_DIR),
+                   help="the training runs go to RESULTS_DIR/bench/<stamp>/ (default: results)")
     return parser
 
 
 _TRAIN_FIELDS = ("model", "seed", "epochs", "batch_size", "optimizer", "learning_rate",
                  "lr_schedule", "warmup_epochs", "weight_decay", "label_smoothing",
-                 "early_stopping_patience", "val_size", "data_dir", "limit")
+                 "early_stopping_patience", "augment", "val_size", "data_dir", "limit")
 
 
 def _cli_values(args: argparse.Namespace) -> dict[str, Any]:
@@ -195,6 +234,21 @@ def cmd_train(args: argparse.Namespace) -> int:
           f"(validation {metrics['val']['accuracy']:.2%}), {metrics['epochs_run']} epochs, "
           f"{metrics['train_seconds']:.0f} s of training")
     print(run_dir)
+    return 0
+
+
+def cmd_data(args: argparse.Namespace) -> int:
+    from mnist_digits import data, download
+
+    if args.data_command == "verify":
+        (x_train, _), (x_test, _) = data.load_mnist(args.data_dir)
+        print(f"MNIST files OK: {len(x_train)} training and {len(x_test)} test images, "
+              f"SHA-256 verified ({args.data_dir or data.default_data_dir()})")
+        return 0
+    outcome = download.download_mnist(args.dest, timeout=args.timeout, force=args.force)
+    for name, source in outcome.items():
+        print(f"{name}: {'already present, verified' if source == 'present' else source}")
+    print(args.dest or data.default_data_dir())
     return 0
 
 
@@ -242,6 +296,19 @@ def cmd_compare(args: argparse.Namespace) -> int:
     rows = compare.write_comparison(run_dirs, out_dir)
     print(compare.to_markdown(rows), end="")
     print(out_dir)
+    return 0
+
+
+def cmd_ensemble(args: argparse.Namespace) -> int:
+    from mnist_digits import ensemble, runs
+
+    run_dir, metrics = ensemble.make_ensemble(args.run_dirs, args.results_dir, tag=args.tag,
+                                              name=args.name)
+    runs.point_latest(args.results_dir, run_dir)
+    print(f"{metrics['model']} of {metrics['members']}: test accuracy "
+          f"{metrics['test']['accuracy']:.2%} (validation {metrics['val']['accuracy']:.2%}), "
+          f"{metrics['num_errors']} errors")
+    print(run_dir)
     return 0
 
 
@@ -328,17 +395,19 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     from mnist_digits import bench
 
-    model = _load_model_or_usage_error(args.model)
-    result, path = bench.run_bench(model, model_path=args.model, only=args.only,
-                                   quick=args.quick, out_dir=args.out)
+    if args.model:
+        _load_model_or_usage_error(args.model)  # fail now, not after an hour of training
+    result, path = bench.run_bench(model_path=args.model, only=args.only, quick=args.quick,
+                                   out_dir=args.out, results_dir=args.results_dir)
     print(bench.to_markdown(result))
     print(path)
     return 0
 
 
-COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "list-models": cmd_list_models,
-            "compare": cmd_compare, "predict": cmd_predict, "serve": cmd_serve,
-            "export": cmd_export, "bench": cmd_bench}
+COMMANDS = {"train": cmd_train, "data": cmd_data, "evaluate": cmd_evaluate,
+            "list-models": cmd_list_models, "compare": cmd_compare, "ensemble": cmd_ensemble,
+            "predict": cmd_predict, "serve": cmd_serve, "export": cmd_export,
+            "bench": cmd_bench}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

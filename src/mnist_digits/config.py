@@ -19,7 +19,7 @@ from mnist_digits.errors import ConfigError
 
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
 LR_SCHEDULES = ("constant", "cosine", "warmup_cosine")
-DEFAULT_MODEL = "cnn_bn"
+DEFAULT_MODEL = "cnn_fast"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,6 +38,8 @@ class TrainConfig:
         warmup_epochs: length of the warm-up for `warmup_cosine`, in epochs (may be fractional).
         weight_decay: decoupled weight decay, used by `adamw` only.
         label_smoothing: label smoothing for the categorical cross-entropy.
+        augment: on-the-fly augmentation during training, e.g. `{"rotation": 10, "shift": 2}`;
+            empty means none. See `augment.PARAMETERS` and the named `augment.POLICIES`.
         early_stopping_patience: epochs without validation-loss improvement before stopping;
             0 disables early stopping. The best weights on validation are restored either way.
         val_size: number of training images held out for validation (the last ones).
@@ -56,6 +58,7 @@ class TrainConfig:
     warmup_epochs: float = 0.0
     weight_decay: float = 0.0
     label_smoothing: float = 0.0
+    augment: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     early_stopping_patience: int = 0
     val_size: int = 10_000
     seed: int = 0
@@ -97,6 +100,9 @@ class TrainConfig:
             raise ConfigError(f"limit must be at least 1, got {self.limit}")
         # A plain dict, so the config serializes and compares the same whatever was passed in.
         object.__setattr__(self, "model_options", dict(self.model_options))
+        from mnist_digits import augment  # late: it imports Keras, which is slow to import
+
+        object.__setattr__(self, "augment", augment.check_policy(self.augment))
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict of every field."""

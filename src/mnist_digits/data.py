@@ -35,7 +35,8 @@ IMAGES_MAGIC = 0x00000803
 LABELS_MAGIC = 0x00000801
 
 _RESTORE_HINT = (
-    "restore it with `git checkout -- data/mnist`, or point --data-dir at a good copy"
+    "restore it with `git checkout -- data/mnist` or `mnist-digits data download`, or point "
+    "--data-dir at a good copy"
 )
 
 
@@ -108,20 +109,11 @@ def parse_idx(raw: bytes, *, expect: str, source: str = "<bytes>") -> np.ndarray
     return array
 
 
-def read_idx_gz(path: Path, *, expect: str, sha256: str | None = None) -> np.ndarray:
-    """Reads a gzipped IDX file, verifies its checksum and parses it.
-
-    Args:
-        path: the `.gz` file.
-        expect: `"images"` or `"labels"`, see `parse_idx`.
-        sha256: the expected SHA-256 of the decompressed content, or None to skip the check.
-
-    Returns:
-        The parsed uint8 array, see `parse_idx`.
+def read_gz(path: str | os.PathLike) -> bytes:
+    """The decompressed content of a gzipped file.
 
     Raises:
-        DataError: the file is missing, empty, not valid gzip, fails the checksum or is not
-            valid IDX.
+        DataError: the file is missing, a folder, unreadable, empty or not valid gzip.
     """
     path = Path(path)
     try:
@@ -135,23 +127,53 @@ def read_idx_gz(path: Path, *, expect: str, sha256: str | None = None) -> np.nda
     if not compressed:
         raise DataError(f"{path}: file is empty; {_RESTORE_HINT}")
     try:
-        raw = gzip.decompress(compressed)
+        return gzip.decompress(compressed)
     except (OSError, EOFError, zlib.error) as err:
         # gzip raises BadGzipFile (an OSError) for a bad header, EOFError for a truncated stream
         # and zlib.error for corrupt deflate data.
         raise DataError(f"{path}: not a valid gzip file ({err}); {_RESTORE_HINT}") from None
+
+
+def check_sha256(raw: bytes, sha256: str, *, source: str) -> None:
+    """Raises DataError unless `raw` has the given SHA-256."""
+    actual = hashlib.sha256(raw).hexdigest()
+    if actual != sha256:
+        raise DataError(f"{source}: checksum mismatch: expected SHA-256 {sha256}, got "
+                        f"{actual}; {_RESTORE_HINT}")
+
+
+def read_idx_gz(path: str | os.PathLike, *, expect: str, sha256: str | None = None) -> \
+        np.ndarray:
+    """Reads a gzipped IDX file, parses it and verifies its checksum.
+
+    Args:
+        path: the `.gz` file.
+        expect: `"images"` or `"labels"`, see `parse_idx`.
+        sha256: the expected SHA-256 of the decompressed content, or None to skip the check.
+
+    Returns:
+        The parsed uint8 array, see `parse_idx`.
+
+    Raises:
+        DataError: the file is missing, empty, not valid gzip, not valid IDX or fails the
+            checksum.
+    """
+    raw = read_gz(path)
+    # Structure first, so a damaged file gets a specific diagnosis ("truncated payload") rather
+    # than a bare checksum mismatch; the checksum then catches any change that still parses.
+    array = parse_idx(raw, expect=expect, source=str(path))
     if sha256 is not None:
-        actual = hashlib.sha256(raw).hexdigest()
-        if actual != sha256:
-            raise DataError(f"{path}: checksum mismatch: expected SHA-256 {sha256}, got "
-                            f"{actual}; {_RESTORE_HINT}")
-    return parse_idx(raw, expect=expect, source=str(path))
+        check_sha256(raw, sha256, source=str(path))
+    return array
 
 
 def load_mnist(
     data_dir: str | os.PathLike | None = None,
 ) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
     """Loads the original MNIST training and test sets, verified.
+
+    Each file is checked in order of diagnosis: readable gzip, valid IDX, one label per image,
+    then the pinned SHA-256 of its content.
 
     Args:
         data_dir: folder holding the four `*-ubyte.gz` files; `default_data_dir()` if None.
@@ -167,14 +189,19 @@ def load_mnist(
             counts differ.
     """
     folder = Path(data_dir) if data_dir is not None else default_data_dir()
-    arrays = []
+    arrays, contents = [], []
     for prefix in ("train", "t10k"):
         pair = []
         for kind, ndim in (("images", 3), ("labels", 1)):
             name = f"{prefix}-{kind}-idx{ndim}-ubyte"
-            pair.append(read_idx_gz(folder / f"{name}.gz", expect=kind, sha256=MNIST_SHA256[name]))
+            path = folder / f"{name}.gz"
+            raw = read_gz(path)
+            pair.append(parse_idx(raw, expect=kind, source=str(path)))
+            contents.append((raw, name, path))
         check_counts(*pair, source=str(folder / f"{prefix}-*"))
         arrays.append(tuple(pair))
+    for raw, name, path in contents:
+        check_sha256(raw, MNIST_SHA256[name], source=str(path))
     return arrays[0], arrays[1]
 
 

@@ -85,9 +85,8 @@ def evaluate_run(run_dir: str | os.PathLike, *, splits: data.Splits | None = Non
         dict[str, Any]:
     """(Re)writes a run's evaluation report from its `model.keras` and `config.json`.
 
-    Writes `metrics.json`, `errors.csv`, `training_curves.png`, `confusion_matrix.png` and
-    `misclassified.png` into the run folder. Validation figures come from the validation split;
-    test figures from the official test set, which nothing in training ever sees.
+    Works for trained runs and for ensembles (`mnist-digits ensemble`), whose config.json holds
+    an `"ensemble"` entry instead of a training config. See `write_report` for the files.
 
     Args:
         run_dir: a run folder holding `model.keras` and `config.json`.
@@ -104,21 +103,47 @@ def evaluate_run(run_dir: str | os.PathLike, *, splits: data.Splits | None = Non
 
     run_dir = runs.resolve_run_dir(run_dir)
     saved = runs.read_json(run_dir / runs.CONFIG)
-    config = TrainConfig(**saved["config"])
+    if "ensemble" in saved:
+        spec = saved["ensemble"]
+        header = {"model": spec["name"], "family": "ensemble", "members": len(spec["members"]),
+                  "seed": None}
+        data_settings = spec["data"]
+    else:
+        config = TrainConfig(**saved["config"])
+        header = {"model": config.model, "family": models.get_model_spec(config.model).family,
+                  "seed": config.seed}
+        data_settings = {"data_dir": config.data_dir, "val_size": config.val_size,
+                         "limit": config.limit}
     if splits is None:
-        splits = data.make_splits(*data.load_mnist(config.data_dir), val_size=config.val_size,
-                                  limit=config.limit)
+        splits = data.make_splits(*data.load_mnist(data_settings["data_dir"]),
+                                  val_size=data_settings["val_size"],
+                                  limit=data_settings["limit"])
     model = predict.load_model(run_dir / runs.MODEL)
+    return write_report(run_dir, model, splits, header=header,
+                        history=train.read_history(run_dir / runs.HISTORY))
+
+
+def write_report(run_dir: Path, model: Any, splits: data.Splits, *, header: dict[str, Any],
+                 history: dict[str, list[float]]) -> dict[str, Any]:
+    """Evaluates `model` and writes the report files into `run_dir`.
+
+    Writes `metrics.json`, `errors.csv`, `confusion_matrix.png`, `misclassified.png` and, when
+    there is a training history, `training_curves.png`. Validation figures come from the
+    validation split; test figures from the official test set, which nothing in training sees.
+
+    Args:
+        header: the first entries of metrics.json: at least `model`, `family` and `seed`.
+        history: `history.csv` columns (see `train.read_history`), or {}.
+    """
+    from mnist_digits import predict  # late: imports Keras
+
     val = evaluate_predictions(splits.y_val.argmax(axis=1),
                                predict.predict_proba(model, splits.x_val))
     test_labels = splits.test_labels
     test = evaluate_predictions(test_labels, predict.predict_proba(model, splits.x_test))
-    history = train.read_history(run_dir / runs.HISTORY)
     metrics = {
-        "model": config.model,
-        "family": models.get_model_spec(config.model).family,
+        **header,
         "params": models.count_params(model),
-        "seed": config.seed,
         "epochs_run": len(history.get("epoch", [])),
         "train_seconds": round(float(np.nansum(history.get("epoch_seconds", []))), 2),
         "val": {"accuracy": val["accuracy"], "loss": val["loss"]},
@@ -130,7 +155,8 @@ def evaluate_run(run_dir: str | os.PathLike, *, splits: data.Splits | None = Non
     }
     runs.write_json(run_dir / runs.METRICS, metrics)
     runs.atomic_write_text(run_dir / runs.ERRORS, errors_csv(test["errors"]))
-    title = f"{config.model} (seed {config.seed})"
+    title = header["model"] + (f" (seed {header['seed']})" if header.get("seed") is not None
+                               else "")
     if history:
         runs.save_figure(plots.training_curves(history, title=title), run_dir / runs.CURVES_PLOT)
     runs.save_figure(plots.confusion_matrix(np.array(test["confusion_matrix"]), title=title),
@@ -149,6 +175,7 @@ def load_metrics(run_dir: str | os.PathLike) -> dict[str, Any]:
     """Reads a finished run's `metrics.json`, with its config under `"config"`."""
     run_dir = runs.resolve_run_dir(run_dir, need=runs.METRICS)
     metrics = runs.read_json(run_dir / runs.METRICS)
-    metrics["config"] = runs.read_json(run_dir / runs.CONFIG)["config"]
+    saved = runs.read_json(run_dir / runs.CONFIG)
+    metrics["config"] = saved.get("config") or saved.get("ensemble")
     metrics["run_dir"] = str(Path(run_dir))
     return metrics

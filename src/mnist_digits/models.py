@@ -162,10 +162,12 @@ def build_cnn(
     first_kernel_size: int | None = None,
     padding: str = "valid",
     batch_norm: bool = False,
+    dense_batch_norm: bool | None = None,
     bn_momentum: float = 0.9,
     head: str = "flatten",
     dense: Sequence[int] = (),
     dropout: float = 0.5,
+    feature_dropout: float | None = None,
 ) -> keras.Model:
     """A VGG-style convnet: stages of convolutions, each stage ending in 2x2 max pooling.
 
@@ -177,6 +179,9 @@ def build_cnn(
             strokes); `kernel_size` if None.
         padding: `"valid"` or `"same"`.
         batch_norm: batch normalization after each convolution and hidden dense layer.
+        dense_batch_norm: batch normalization after the hidden dense layers; `batch_norm` if
+            None. Batch norm on the convolutions doubled the training time of a small convnet on
+            this CPU (15.7 vs 8.1 s/epoch), while on the dense layer it costs almost nothing.
         bn_momentum: momentum of the batch-norm moving statistics. Keras's 0.99 averages over
             ~100 steps of weights that change fast early on; after one epoch (391 steps) the
             inference-mode statistics still lag so much that validation accuracy measured 59-68%
@@ -184,6 +189,8 @@ def build_cnn(
         head: `"flatten"` or `"gap"` (global average pooling) before the dense layers.
         dense: widths of the hidden dense layers after the convolutions.
         dropout: dropout rate before each dense layer, including the classifier.
+        feature_dropout: dropout rate on the convolutional features, before the first hidden
+            dense layer; `dropout` if None.
     """
     if head not in ("flatten", "gap"):
         raise ValueError(f"head must be 'flatten' or 'gap', got {head!r}")
@@ -200,11 +207,14 @@ def build_cnn(
             x = layers.ReLU()(x)
         x = layers.MaxPooling2D(2)(x)
     x = layers.Flatten()(x) if head == "flatten" else layers.GlobalAveragePooling2D()(x)
-    for width in dense:
-        if dropout:
-            x = layers.Dropout(dropout)(x)
-        x = layers.Dense(int(width), use_bias=not batch_norm)(x)
-        if batch_norm:
+    if dense_batch_norm is None:
+        dense_batch_norm = batch_norm
+    for i, width in enumerate(dense):
+        rate = feature_dropout if i == 0 and feature_dropout is not None else dropout
+        if rate:
+            x = layers.Dropout(rate)(x)
+        x = layers.Dense(int(width), use_bias=not dense_batch_norm)(x)
+        if dense_batch_norm:
             x = layers.BatchNormalization(momentum=bn_momentum)(x)
         x = layers.ReLU()(x)
     if dropout:
@@ -265,3 +275,48 @@ def cnn_bn(**options: Any) -> keras.Model:
     return build_cnn("cnn_bn", **{"stages": ((32,), (64,)), "kernel_size": 3,
                                   "first_kernel_size": 5, "padding": "same", "batch_norm": True,
                                   "dense": (128,), "dropout": 0.25, **options})
+
+
+# The fast default. Measured choices (2-core CPU, 50k training images):
+# - no batch norm on the convolutions: it doubled the time per epoch; on the dense layer it
+#   costs little and lets a high learning rate converge in 3 epochs;
+# - "valid" padding: 24x24 and 10x10 feature maps instead of 28x28 and 14x14;
+# - batch 256 with warm-up + cosine to 4e-3, and label smoothing 0.1.
+@register_model("cnn", epochs=3, batch_size=256, learning_rate=4e-3, lr_schedule="warmup_cosine",
+                warmup_epochs=0.3, label_smoothing=0.1)
+def cnn_fast(**options: Any) -> keras.Model:
+    """Fast CNN conv24@5x5-pool-conv32-pool-dense256(BN), 3 epochs: the default."""
+    return build_cnn("cnn_fast", **{"stages": ((24,), (32,)), "kernel_size": 3,
+                                    "first_kernel_size": 5, "padding": "valid",
+                                    "dense_batch_norm": True, "dense": (256,), "dropout": 0.25,
+                                    "feature_dropout": 0.0, **options})
+
+
+# Fast FFNN: two batch-normed layers converge in 3 epochs at a high learning rate, where the
+# classic recipe needs 20. Measured: (512, 512) 98.15%, (768, 768) 98.26%, (1024,) 97.9-98.0%.
+@register_model("mlp", epochs=3, batch_size=128, learning_rate=2e-3, lr_schedule="warmup_cosine",
+                warmup_epochs=0.3, label_smoothing=0.1)
+def mlp_fast(**options: Any) -> keras.Model:
+    """Fast FFNN 784-768-768-10 with batch norm, dropout 0.2, 3 epochs."""
+    return build_mlp("mlp_fast", **{"hidden": (768, 768), "dropout": 0.2, "batch_norm": True,
+                                    **options})
+
+
+@register_model("mlp", epochs=30, batch_size=128, learning_rate=2e-3, lr_schedule="warmup_cosine",
+                warmup_epochs=1.0, label_smoothing=0.1,
+                augment={"rotation": 8.0, "shift": 2.0, "zoom": 0.08})
+def mlp_aug(**options: Any) -> keras.Model:
+    """FFNN 784-1024-1024-10 with batch norm, trained on augmented digits (rotate/shift/zoom)."""
+    return build_mlp("mlp_aug", **{"hidden": (1024, 1024), "dropout": 0.2, "batch_norm": True,
+                                   **options})
+
+
+@register_model("cnn", epochs=40, batch_size=128, learning_rate=3e-3, lr_schedule="warmup_cosine",
+                warmup_epochs=1.0, label_smoothing=0.1,
+                augment={"rotation": 10.0, "shift": 2.0, "zoom": 0.1, "squish": 0.1})
+def cnn_best(**options: Any) -> keras.Model:
+    """Best single CNN: conv32@5x5-pool-conv64-pool-dense256(BN), augmentation, 40 epochs."""
+    return build_cnn("cnn_best", **{"stages": ((32,), (64,)), "kernel_size": 3,
+                                    "first_kernel_size": 5, "padding": "valid",
+                                    "dense_batch_norm": True, "dense": (256,), "dropout": 0.25,
+                                    "feature_dropout": 0.0, **options})

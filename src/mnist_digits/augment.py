@@ -1,0 +1,206 @@
+"""On-the-fly data augmentation, as Keras layers that run inside the model during training only.
+
+`RandomAffine` draws one rotation, shift, zoom and "squish" (a change of aspect ratio) per image
+and applies them as a single affine warp, so each image is interpolated once rather than once per
+transform (sharper digits, and a third of the work of chaining RandomRotation, RandomTranslation
+and RandomZoom). Keras's own `RandomElasticTransform` and `RandomErasing` are the optional extras.
+
+The layers sit in front of the network (`with_augmentation`), so augmentation costs no Python
+per batch, runs on whatever backend Keras uses, and is the identity at inference: the saved
+`model.keras` predicts exactly as the bare network would.
+
+A policy is a plain mapping, stored in the run's config as `augment`:
+    {"rotation": 10, "shift": 2, "zoom": 0.1, "squish": 0.1, "elastic": 0, "erasing": 0}
+Missing keys mean "off". `POLICIES` names the common ones for `train --augment NAME`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import keras
+from keras import layers, ops
+
+from mnist_digits.errors import ConfigError
+
+# Parameter -> (meaning, upper bound that still leaves a readable digit).
+PARAMETERS: dict[str, tuple[str, float]] = {
+    "rotation": ("maximum rotation, degrees either way", 45.0),
+    "shift": ("maximum shift, pixels in each direction", 8.0),
+    "zoom": ("maximum relative change of size, e.g. 0.1 for 90%..110%", 0.5),
+    "squish": ("maximum relative change of aspect ratio", 0.5),
+    "elastic": ("strength of elastic distortion (Keras RandomElasticTransform factor)", 1.0),
+    "erasing": ("probability of erasing a random rectangle (Keras RandomErasing factor)", 1.0),
+}
+
+# Named policies. "standard" is the usual MNIST set (Ciresan et al. 2010; Simard et al. 2003 used
+# rotation, scaling and elastic distortion); "strong" adds erasing for the longest recipes.
+POLICIES: dict[str, dict[str, float]] = {
+    "none": {},
+    "light": {"rotation": 8.0, "shift": 2.0, "zoom": 0.08},
+    "standard": {"rotation": 10.0, "shift": 2.0, "zoom": 0.1, "squish": 0.1},
+    "strong": {"rotation": 12.0, "shift": 2.5, "zoom": 0.12, "squish": 0.15, "erasing": 0.25},
+}
+
+
+def check_policy(policy: Mapping[str, Any]) -> dict[str, float]:
+    """Validates an augmentation policy and returns it as a plain dict of floats.
+
+    Raises:
+        ConfigError: an unknown key, or a value that is not a number in its allowed range.
+    """
+    unknown = sorted(set(policy) - set(PARAMETERS))
+    if unknown:
+        raise ConfigError(f"unknown augmentation parameter(s) {', '.join(unknown)}; valid ones "
+                          f"are {', '.join(PARAMETERS)}")
+    checked = {}
+    for key, value in policy.items():
+        upper = PARAMETERS[key][1]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
+                0 <= value <= upper):
+            raise ConfigError(f"augmentation {key} must be a number in [0, {upper:g}] "
+                              f"({PARAMETERS[key][0]}), got {value!r}")
+        if value:
+            checked[key] = float(value)
+    return checked
+
+
+def parse_policy(text: str) -> dict[str, float]:
+    """Parses `--augment`: a policy name from `POLICIES`, or `key=value,...`.
+
+    Raises:
+        ConfigError: an unknown name or parameter, or a malformed value.
+    """
+    text = text.strip()
+    if text in POLICIES:
+        return dict(POLICIES[text])
+    if "=" not in text:
+        raise ConfigError(f"unknown augmentation policy {text!r}; use one of "
+                          f"{', '.join(POLICIES)} or key=value pairs such as rotation=10,shift=2")
+    policy: dict[str, float] = {}
+    for item in text.split(","):
+        key, sep, value = item.partition("=")
+        try:
+            policy[key.strip()] = float(value)
+        except ValueError:
+            raise ConfigError(f"augmentation {item.strip()!r} is not key=number, e.g. "
+                              f"rotation=10") from None
+        if not sep:
+            raise ConfigError(f"augmentation {item.strip()!r} is not key=number")
+    return check_policy(policy)
+
+
+@keras.saving.register_keras_serializable(package="mnist_digits")
+class RandomAffine(layers.Layer):
+    """Random rotation, shift, zoom and squish of (n, h, w, c) images, as one affine warp.
+
+    Each image gets its own draw: angle uniform in +-`rotation` degrees, shift uniform in
+    +-`shift` pixels per axis, scale uniform in 1+-`zoom`, and aspect ratio uniform in 1+-`squish`
+    (width and height scaled in opposite directions). Pixels that come from outside the image are
+    0, MNIST's background. At inference (`training=False`) it returns its input unchanged.
+
+    Args:
+        rotation, shift, zoom, squish: ranges, as in `PARAMETERS`.
+        seed: seed of the layer's own random stream; with `keras.utils.set_random_seed` also set,
+            the same seed gives the same augmented batches.
+    """
+
+    def __init__(self, rotation: float = 0.0, shift: float = 0.0, zoom: float = 0.0,
+                 squish: float = 0.0, seed: int | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.rotation, self.shift, self.zoom, self.squish = rotation, shift, zoom, squish
+        self.seed = seed
+        self.seed_generator = keras.random.SeedGenerator(seed)
+        self.supports_masking = True
+
+    def call(self, images, training=False):
+        if not training or not (self.rotation or self.shift or self.zoom or self.squish):
+            return images
+        n = ops.shape(images)[0]
+        height, width = ops.shape(images)[1], ops.shape(images)[2]
+
+        def uniform(limit: float):
+            return keras.random.uniform((n,), -limit, limit, seed=self.seed_generator)
+
+        angle = uniform(math.radians(self.rotation))
+        scale = 1.0 + uniform(self.zoom)
+        aspect = 1.0 + uniform(self.squish)
+        sx, sy = scale * aspect, scale / aspect
+        dx, dy = uniform(self.shift), uniform(self.shift)
+        cos, sin = ops.cos(angle), ops.sin(angle)
+        # affine_transform maps each *output* pixel (x, y) to the input point it samples:
+        # in = A (out - c) + c - d with A = R(angle) diag(1/sx, 1/sy) about the centre c.
+        a0, a1 = cos / sx, -sin / sy
+        b0, b1 = sin / sx, cos / sy
+        cx = (ops.cast(width, "float32") - 1.0) / 2.0
+        cy = (ops.cast(height, "float32") - 1.0) / 2.0
+        a2 = cx - a0 * cx - a1 * cy - dx
+        b2 = cy - b0 * cx - b1 * cy - dy
+        zeros = ops.zeros_like(a0)
+        transform = ops.stack([a0, a1, a2, b0, b1, b2, zeros, zeros], axis=1)
+        return ops.image.affine_transform(images, transform, interpolation="bilinear",
+                                          fill_mode="constant", fill_value=0.0)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "rotation": self.rotation, "shift": self.shift,
+                "zoom": self.zoom, "squish": self.squish, "seed": self.seed}
+
+
+# Keras's image preprocessing layers default to `training=True`, so a plain `model(x)` would
+# distort the input at inference. These subclasses make inference the default, like RandomAffine.
+@keras.saving.register_keras_serializable(package="mnist_digits")
+class RandomElastic(layers.RandomElasticTransform):
+    """Keras's `RandomElasticTransform`, the identity unless called with `training=True`."""
+
+    def call(self, data, training=False):
+        return super().call(data, training=training)
+
+
+@keras.saving.register_keras_serializable(package="mnist_digits")
+class RandomErasing(layers.RandomErasing):
+    """Keras's `RandomErasing`, the identity unless called with `training=True`."""
+
+    def call(self, data, training=False):
+        return super().call(data, training=training)
+
+
+def augmentation_layers(policy: Mapping[str, float], seed: int | None = None) -> list:
+    """The layers a policy asks for, in order: affine warp, elastic distortion, erasing."""
+    policy = check_policy(policy)
+    stack: list[layers.Layer] = []
+    affine = {k: policy[k] for k in ("rotation", "shift", "zoom", "squish") if k in policy}
+    if affine:
+        stack.append(RandomAffine(**affine, seed=seed, name="random_affine"))
+    if "elastic" in policy:
+        # value_range tells the layer our pixels are in [0, 1]; "constant" fills with background.
+        stack.append(RandomElastic(
+            factor=policy["elastic"], scale=1.0, fill_mode="constant", fill_value=0.0,
+            value_range=(0.0, 1.0), seed=seed, name="random_elastic"))
+    if "erasing" in policy:
+        # Erased rectangles become background (0), like a gap in a stroke.
+        stack.append(RandomErasing(
+            factor=policy["erasing"], scale=(0.02, 0.15), fill_value=0.0,
+            value_range=(0.0, 1.0), seed=seed, name="random_erasing"))
+    return stack
+
+
+def with_augmentation(model: keras.Model, policy: Mapping[str, float],
+                      seed: int | None = None) -> keras.Model:
+    """`model` with the policy's augmentation layers in front (`model` itself for an empty one).
+
+    The result keeps the network's name, input and output, so it trains, saves and predicts like
+    the bare network. The augmentation layers are active only when called with `training=True`.
+    """
+    stack = augmentation_layers(policy, seed)
+    if not stack:
+        return model
+    inputs = keras.Input(model.input_shape[1:], name="image")
+    x = inputs
+    for layer in stack:
+        x = layer(x)
+    return keras.Model(inputs, model(x), name=model.name)

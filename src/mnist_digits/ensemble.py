@@ -1,0 +1,127 @@
+"""Ensembles: several trained runs averaged into one model that loads, predicts and exports alike.
+
+`mnist-digits ensemble RUN_DIR...` loads each member (safe mode), wraps them in one functional
+model that averages their probabilities, saves it as the new run's `model.keras` and evaluates it
+with the same report as a trained run. Averaging probabilities (not votes) lets a confident member
+outvote two unsure ones, and keeps the output a probability distribution like any model's.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import keras
+from keras import layers
+
+from mnist_digits import models, runs
+from mnist_digits.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+MIN_MEMBERS = 2
+
+
+def build_ensemble(members: Sequence[keras.Model], name: str = "ensemble") -> keras.Model:
+    """One model whose output is the mean of the members' output probabilities.
+
+    Each member becomes a nested sub-model named `m<i>_<its name>`, so members trained from the
+    same preset (same layer and model names) can sit side by side.
+    """
+    if len(members) < MIN_MEMBERS:
+        raise ConfigError(f"an ensemble needs at least {MIN_MEMBERS} members, got {len(members)}")
+    inputs = keras.Input(models.INPUT_SHAPE, name="image")
+    outputs = []
+    for i, member in enumerate(members):
+        if tuple(member.input_shape[1:]) != models.INPUT_SHAPE or \
+                tuple(member.output_shape[1:]) != (models.NUM_CLASSES,):
+            raise ConfigError(f"member {i} ({member.name}) maps {member.input_shape} to "
+                              f"{member.output_shape}; every member must map 28x28x1 images "
+                              f"to 10 probabilities")
+        renamed = keras.Model(member.input, member.output, name=f"m{i}_{member.name}")
+        outputs.append(renamed(inputs))
+    averaged = layers.Average(name="probabilities")(outputs)
+    return keras.Model(inputs, averaged, name=name)
+
+
+def _data_settings(config: dict[str, Any]) -> dict[str, Any]:
+    return {"data_dir": config.get("data_dir"), "val_size": config.get("val_size", 10_000),
+            "limit": config.get("limit")}
+
+
+def make_ensemble(
+    run_dirs: Sequence[str | os.PathLike],
+    results_dir: str | os.PathLike,
+    *,
+    tag: str | None = None,
+    name: str = "ensemble",
+) -> tuple[Path, dict[str, Any]]:
+    """Builds, saves and evaluates an ensemble of finished runs in a new run folder.
+
+    Args:
+        run_dirs: the members' run folders (each with `model.keras` and `config.json`).
+        results_dir: where the new run folder goes.
+        tag: suffix for the folder's name.
+        name: the ensemble's name in reports.
+
+    Returns:
+        The new run folder and its metrics (as in `metrics.json`).
+
+    Raises:
+        ConfigError: fewer than two members, or members validated on different splits (their
+            validation figures would not be comparable, and one may have seen another's
+            validation images in training).
+        RunError: a member folder or model is missing or cannot be loaded.
+    """
+    from mnist_digits import evaluate, predict, train  # late: heavy imports
+
+    folders = [runs.resolve_run_dir(d) for d in run_dirs]
+    if len(folders) < MIN_MEMBERS:
+        raise ConfigError(f"an ensemble needs at least {MIN_MEMBERS} run folders, got "
+                          f"{len(folders)}")
+    if len(set(folders)) != len(folders):
+        raise ConfigError("the same run folder is listed twice; each member must be a "
+                          "different run")
+    members, infos, settings = [], [], None
+    for folder in folders:
+        saved = runs.read_json(folder / runs.CONFIG)
+        config = saved.get("config") or {}
+        if "ensemble" in saved:
+            raise ConfigError(f"{folder} is itself an ensemble; list its members instead")
+        member_settings = _data_settings(config)
+        if settings is None:
+            settings = member_settings
+        elif member_settings != settings:
+            raise ConfigError(f"{folder} was trained with data settings {member_settings}, "
+                              f"unlike the first member's {settings}; ensemble runs that share "
+                              f"the same split")
+        metrics_path = folder / runs.METRICS
+        test_accuracy = runs.read_json(metrics_path)["test"]["accuracy"] \
+            if metrics_path.exists() else None
+        members.append(predict.load_model(folder / runs.MODEL))
+        infos.append({"run_dir": str(folder), "model": config.get("model"),
+                      "seed": config.get("seed"), "test_accuracy": test_accuracy,
+                      "train_seconds": _train_seconds(folder)})
+    model = build_ensemble(members, name=name)
+    run_dir = runs.new_run_dir(results_dir, name, tag)
+    runs.write_json(run_dir / runs.CONFIG, {
+        "ensemble": {"name": name, "members": infos, "data": settings},
+        "environment": train.environment()})
+    with runs.atomic_path(run_dir / runs.MODEL) as tmp:
+        model.save(tmp)
+    log.info("ensemble of %d members saved in %s; evaluating", len(members), run_dir)
+    # Evaluating the saved file, not the in-memory model, proves the file loads and predicts.
+    metrics = evaluate.evaluate_run(run_dir)
+    metrics["members_train_seconds"] = sum(i["train_seconds"] or 0.0 for i in infos)
+    runs.write_json(run_dir / runs.METRICS, metrics)
+    return run_dir, metrics
+
+
+def _train_seconds(folder: Path) -> float | None:
+    from mnist_digits import train
+
+    seconds = train.read_history(folder / runs.HISTORY).get("epoch_seconds")
+    return float(sum(seconds)) if seconds else None

@@ -1,0 +1,126 @@
+"""Augmentation layers: shapes and ranges, identity at inference, determinism, policy parsing."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+
+from mnist_digits import augment
+from mnist_digits.config import resolve_config
+from mnist_digits.errors import ConfigError
+
+
+@pytest.fixture(scope="module")
+def digits(mnist_test_set) -> np.ndarray:
+    images, _ = mnist_test_set
+    return (images[:32, :, :, np.newaxis] / 255.0).astype(np.float32)
+
+
+def run_policy(policy, images, seed=1, training=True) -> np.ndarray:
+    x = images
+    for layer in augment.augmentation_layers(policy, seed=seed):
+        x = layer(x, training=training)
+    return keras.ops.convert_to_numpy(x)
+
+
+@pytest.mark.parametrize("name", [n for n in augment.POLICIES if n != "none"])
+def test_policies_keep_shape_dtype_and_range_and_change_the_images(name, digits):
+    out = run_policy(augment.POLICIES[name], digits)
+    assert out.shape == digits.shape and out.dtype == np.float32
+    assert out.min() >= 0.0 and out.max() <= 1.0 + 1e-6
+    changed = np.abs(out - digits).reshape(len(digits), -1).max(axis=1) > 0.1
+    assert changed.mean() > 0.9
+    # A digit stays a digit: most of its ink survives (nothing is warped off the frame).
+    assert out.sum() == pytest.approx(digits.sum(), rel=0.25)
+
+
+@pytest.mark.parametrize("policy", [{"rotation": 10.0}, {"shift": 2.0}, {"zoom": 0.1},
+                                    {"squish": 0.1}, {"elastic": 0.5}, {"erasing": 1.0}])
+def test_every_transform_is_the_identity_at_inference(policy, digits):
+    np.testing.assert_array_equal(run_policy(policy, digits, training=False), digits)
+    # Called without a `training` argument, as a plain `model(x)` does, too.
+    x = digits
+    for layer in augment.augmentation_layers(policy, seed=0):
+        x = layer(x)
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(x), digits)
+
+
+def test_zero_ranges_are_the_identity_even_in_training(digits):
+    layer = augment.RandomAffine(rotation=0, shift=0, zoom=0, squish=0, seed=0)
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(layer(digits, training=True)),
+                                  digits)
+
+
+def test_a_pure_shift_moves_the_centre_of_mass_by_at_most_the_range(digits):
+    out = run_policy({"shift": 3.0}, digits)
+    rows = np.arange(28)[None, :, None]
+    com_in = (digits[..., 0] * rows).sum((1, 2)) / digits[..., 0].sum((1, 2))
+    com_out = (out[..., 0] * rows).sum((1, 2)) / out[..., 0].sum((1, 2))
+    assert np.abs(com_out - com_in).max() <= 3.0 + 0.5
+    assert np.abs(com_out - com_in).max() > 0.5
+
+
+def test_the_same_seed_gives_the_same_augmentation(digits):
+    policy = augment.POLICIES["strong"]
+    keras.utils.set_random_seed(7)
+    first = run_policy(policy, digits, seed=3)
+    keras.utils.set_random_seed(7)
+    again = run_policy(policy, digits, seed=3)
+    other = run_policy(policy, digits, seed=4)
+    np.testing.assert_array_equal(first, again)
+    assert not np.array_equal(first, other)
+
+
+def test_augmented_model_saves_and_reloads_in_safe_mode(tmp_path, digits):
+    from mnist_digits import models, predict
+
+    bare = models.build_model("mlp_small")
+    model = augment.with_augmentation(bare, augment.POLICIES["strong"] | {"elastic": 0.3},
+                                      seed=0)
+    assert model.name == bare.name
+    path = tmp_path / "model.keras"
+    model.save(path)
+    loaded = predict.load_model(path)
+    np.testing.assert_allclose(predict.predict_proba(loaded, digits),
+                               predict.predict_proba(bare, digits), atol=1e-6)
+
+
+def test_parse_policy_names_and_pairs():
+    assert augment.parse_policy("none") == {}
+    assert augment.parse_policy("standard") == augment.POLICIES["standard"]
+    assert augment.parse_policy("rotation=12, shift=2") == {"rotation": 12.0, "shift": 2.0}
+
+
+@pytest.mark.parametrize("text, message", [
+    ("wobbly", "unknown augmentation policy"),
+    ("rotation=ten", "not key=number"),
+    ("spin=3", "unknown augmentation parameter"),
+    ("rotation=400", "must be a number in [0, 45]"),
+])
+def test_parse_policy_rejects_bad_input_clearly(text, message):
+    with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        augment.parse_policy(text)
+
+
+def test_config_takes_the_policy_from_the_recipe_file_or_flag():
+    assert resolve_config({}, {"model": "mlp_small"}).augment == {}
+    from_file = resolve_config({"augment": {"shift": 2}}, {"model": "mlp_small"})
+    assert from_file.augment == {"shift": 2.0}
+    flag = resolve_config({"augment": {"shift": 2}}, {"model": "mlp_small",
+                                                       "augment": {"rotation": 5.0}})
+    assert flag.augment == {"rotation": 5.0}
+    with pytest.raises(ConfigError, match="augmentation"):
+        resolve_config({"augment": {"rotation": "lots"}}, {})
+
+
+def test_training_with_augmentation_writes_a_normal_run(tmp_path, tiny_splits):
+    from mnist_digits import runs, train
+
+    config = resolve_config({}, {"model": "mlp_small", "epochs": 1, "batch_size": 32,
+                                 "augment": augment.POLICIES["standard"]})
+    run_dir = runs.new_run_dir(tmp_path, "mlp_small")
+    metrics = train.train(config, run_dir, splits=tiny_splits)
+    assert 0 <= metrics["test"]["accuracy"] <= 1
+    assert runs.read_json(run_dir / runs.CONFIG)["config"]["augment"] == \
+        augment.POLICIES["standard"]

@@ -1,0 +1,76 @@
+"""`mnist-digits ensemble`: one loadable model.keras that averages its members, with a report."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mnist_digits import ensemble, predict, runs, train
+from mnist_digits.cli import main
+from mnist_digits.config import resolve_config
+from mnist_digits.errors import ConfigError
+
+
+@pytest.fixture(scope="module")
+def member_runs(tmp_path_factory) -> list[Path]:
+    """Three tiny runs on real MNIST (1,000 images each split), different seeds and presets."""
+    results = tmp_path_factory.mktemp("members")
+    run_dirs = []
+    for model, seed in (("mlp_small", 0), ("mlp_small", 1), ("cnn_keras_io", 0)):
+        config = resolve_config({}, {"model": model, "seed": seed, "epochs": 1, "limit": 1000,
+                                     "val_size": 500})
+        run_dir = runs.new_run_dir(results, model, f"s{seed}")
+        train.train(config, run_dir)
+        run_dirs.append(run_dir)
+    return run_dirs
+
+
+def test_ensemble_saves_loads_and_averages_its_members(member_runs, tmp_path, capsys):
+    assert main(["ensemble", *map(str, member_runs), "--results-dir", str(tmp_path)]) == 0
+    run_dir = Path(capsys.readouterr().out.strip().splitlines()[-1])
+
+    for name in (runs.MODEL, runs.METRICS, runs.ERRORS, runs.CONFUSION_PLOT,
+                 runs.MISCLASSIFIED_PLOT, runs.CONFIG):
+        assert (run_dir / name).is_file(), name
+    metrics = json.loads((run_dir / runs.METRICS).read_text())
+    assert metrics["family"] == "ensemble" and metrics["members"] == 3
+    assert (tmp_path / runs.LATEST).resolve() == run_dir.resolve()
+
+    # The saved file reloads in safe mode and predicts the mean of its members' probabilities.
+    x = np.random.default_rng(0).random((64, 28, 28, 1), dtype=np.float32)
+    members = [predict.load_model(d) for d in member_runs]
+    expected = np.mean([predict.predict_proba(m, x) for m in members], axis=0)
+    loaded = predict.load_model(run_dir)
+    np.testing.assert_allclose(predict.predict_proba(loaded, x), expected, atol=1e-6)
+
+    # Its reported test accuracy is that of the saved model, and `evaluate` redoes it alike.
+    assert main(["evaluate", str(run_dir)]) == 0
+    again = json.loads((run_dir / runs.METRICS).read_text())
+    assert again["test"]["accuracy"] == metrics["test"]["accuracy"]
+    saved = json.loads((run_dir / runs.CONFIG).read_text())["ensemble"]
+    assert [m["run_dir"] for m in saved["members"]] == [str(d.resolve()) for d in member_runs]
+
+
+def test_ensemble_needs_two_distinct_members(member_runs, tmp_path):
+    with pytest.raises(ConfigError, match="at least 2"):
+        ensemble.make_ensemble(member_runs[:1], tmp_path)
+    with pytest.raises(ConfigError, match="listed twice"):
+        ensemble.make_ensemble([member_runs[0], member_runs[0]], tmp_path)
+
+
+def test_ensemble_refuses_members_validated_on_different_splits(member_runs, tmp_path,
+                                                                tiny_splits):
+    config = resolve_config({}, {"model": "mlp_small", "epochs": 1, "val_size": 32})
+    other = runs.new_run_dir(tmp_path, "mlp_small")
+    train.train(config, other, splits=tiny_splits)
+    with pytest.raises(ConfigError, match="same split"):
+        ensemble.make_ensemble([member_runs[0], other], tmp_path)
+
+
+def test_ensemble_of_a_missing_folder_is_a_one_line_error(tmp_path, capsys):
+    assert main(["ensemble", str(tmp_path / "nope"), str(tmp_path / "nada")]) == 1
+    err = capsys.readouterr().err
+    assert "not found" in err and "Traceback" not in err
