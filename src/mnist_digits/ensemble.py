@@ -17,7 +17,7 @@ from typing import Any
 import keras
 from keras import layers
 
-from mnist_digits import models, runs
+from mnist_digits import modelfile, models, runs
 from mnist_digits.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -110,8 +110,7 @@ def make_ensemble(
     runs.write_json(run_dir / runs.CONFIG, {
         "ensemble": {"name": name, "members": infos, "data": settings},
         "environment": train.environment()})
-    with runs.atomic_path(run_dir / runs.MODEL) as tmp:
-        model.save(tmp)
+    modelfile.save_model(model, run_dir / runs.MODEL)
     log.info("ensemble of %d members saved in %s; evaluating", len(members), run_dir)
     # Evaluating the saved file, not the in-memory model, proves the file loads and predicts.
     metrics = evaluate.evaluate_run(run_dir)

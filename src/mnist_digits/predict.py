@@ -13,32 +13,12 @@ from typing import Any
 import keras
 import numpy as np
 
-from mnist_digits import preprocess, runs
-from mnist_digits.errors import RunError
+from mnist_digits import modelfile, preprocess
 
 
 def load_model(path: str | os.PathLike) -> keras.Model:
-    """Loads a model from a run folder or a `.keras` file, with `safe_mode=True`.
-
-    Safe mode refuses to deserialize arbitrary code (Lambda layers), so a downloaded model file
-    cannot run code on load.
-
-    Raises:
-        RunError: the path is missing, not a `.keras` file, or cannot be loaded.
-    """
-    path = Path(path)
-    if path.is_dir() or path.name == runs.LATEST:
-        path = runs.resolve_run_dir(path) / runs.MODEL
-    if path.suffix != ".keras":
-        raise RunError(f"{path}: only .keras model files (or run folders) can be loaded; other "
-                       f"formats can run code on load or are not portable")
-    if not path.is_file():
-        raise RunError(f"model file {path} not found")
-    try:
-        return keras.saving.load_model(path, safe_mode=True)
-    except Exception as err:  # Keras raises many types for a bad file; all mean the same here.
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise RunError(f"cannot load model {path}: {reason}") from None
+    """Loads a model from a run folder or a `.keras` file, safely; see `modelfile.load_model`."""
+    return modelfile.load_model(path)
 
 
 _FORWARD: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()

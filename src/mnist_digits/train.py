@@ -2,7 +2,8 @@
 
 Everything goes through `model.fit` and stock Keras callbacks:
 - `CSVLogger` writes `history.csv` (appending, so a resumed run keeps its earlier epochs);
-- `ModelCheckpoint` keeps the best-on-validation-loss model as `model.keras`;
+- `BestModelSaver` keeps the best-on-validation-loss model as `model.keras` (atomically, with a
+  manifest);
 - `EarlyStopping` (when patience > 0) stops once validation loss stalls;
 - `TensorBoard` logs to `tensorboard/`;
 - `BackupAndRestore` backs up every epoch to `backup/`, so `--resume` continues an interrupted
@@ -27,7 +28,7 @@ from typing import Any
 import keras
 import numpy as np
 
-from mnist_digits import __version__, augment, data, models, runs
+from mnist_digits import __version__, augment, data, modelfile, models, runs
 from mnist_digits.config import TrainConfig
 from mnist_digits.errors import RunError
 
@@ -91,6 +92,32 @@ class EpochTimer(keras.callbacks.Callback):
             logs["epoch_seconds"] = time.perf_counter() - self._start
 
 
+class BestModelSaver(keras.callbacks.Callback):
+    """Saves the model whenever validation loss improves, atomically and with its manifest.
+
+    Keras's ModelCheckpoint writes in place, so a crash mid-save would leave a broken
+    `model.keras`; this one writes a temporary file and renames it (`modelfile.save_model`).
+
+    Args:
+        path: the `.keras` file.
+        best: the best validation loss so far, when resuming, so that a worse epoch after the
+            resume cannot overwrite a better model.
+    """
+
+    def __init__(self, path: Path, best: float | None = None) -> None:
+        super().__init__()
+        self.path = path
+        self.best = best
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        current = (logs or {}).get("val_loss")
+        if current is None or math.isnan(current):
+            return
+        if self.best is None or current < self.best:
+            self.best = float(current)
+            modelfile.save_model(self.model, self.path)
+
+
 def read_history(path: str | os.PathLike) -> dict[str, list[float]]:
     """Reads `history.csv` into column -> list of floats (one per completed epoch)."""
     path = Path(path)
@@ -104,6 +131,45 @@ def read_history(path: str | os.PathLike) -> dict[str, list[float]]:
             number = float(value) if value not in ("", None) else math.nan
             columns.setdefault(key, []).append(number)
     return columns
+
+
+# A run folder holds model.keras (+ backups) of at most a few MB for the presets, plots, logs.
+MIN_FREE_BYTES = 64 * 1024 * 1024
+
+
+def check_free_space(run_dir: Path, need: int = MIN_FREE_BYTES) -> None:
+    """Raises RunError before training if the disk cannot hold a run's files."""
+    import shutil
+
+    try:
+        free = shutil.disk_usage(run_dir).free
+    except OSError as err:
+        raise RunError(f"cannot use run folder {run_dir}: {err.strerror}") from None
+    if free < need:
+        raise RunError(f"only {free / 2**20:.0f} MB free on the disk of {run_dir}; a run needs "
+                       f"about {need / 2**20:.0f} MB. Free some space or choose another place "
+                       f"with --results-dir")
+
+
+def _prepare_resume(run_dir: Path) -> None:
+    """Checks that `run_dir` can be resumed and drops history rows of an unfinished epoch.
+
+    The backup is written after history.csv at the end of an epoch, so a kill between the two
+    leaves one row more than the backup holds; that epoch is trained again and must not be
+    counted twice.
+    """
+    status = runs.read_json(run_dir / runs.STATUS) if (run_dir / runs.STATUS).exists() else {}
+    if status.get("state") == "done":
+        raise RunError(f"{run_dir} finished already; nothing to resume (start a new run with "
+                       f"`mnist-digits train`)")
+    metadata = run_dir / runs.BACKUP / "training_metadata.json"
+    completed = runs.read_json(metadata)["epoch"] if metadata.exists() else 0
+    history_path = run_dir / runs.HISTORY
+    if history_path.exists():
+        lines = history_path.read_text().splitlines(keepends=True)
+        if len(lines) > completed + 1:
+            runs.atomic_write_text(history_path, "".join(lines[:completed + 1]))
+    log.info("resuming %s after %d completed epoch(s)", run_dir, completed)
 
 
 def keras_verbosity() -> int | str:
@@ -139,7 +205,10 @@ def train(
     from mnist_digits import evaluate  # late: evaluate imports matplotlib and scikit-learn
 
     run_dir = Path(run_dir)
-    if not resume:
+    if resume:
+        _prepare_resume(run_dir)
+    else:
+        check_free_space(run_dir)
         # Saved before anything else, so even a run that dies at once says what it was.
         try:
             runs.write_json(run_dir / runs.CONFIG,
@@ -170,10 +239,11 @@ def train(
         keras.callbacks.CSVLogger(str(history_path), append=resume),
         # On resume the checkpoint must not forget the best loss so far, or the first resumed
         # epoch would overwrite a better model.keras.
-        keras.callbacks.ModelCheckpoint(str(run_dir / runs.MODEL), monitor="val_loss",
-                                        save_best_only=True, initial_value_threshold=best_so_far),
+        BestModelSaver(run_dir / runs.MODEL, best=best_so_far),
         keras.callbacks.TensorBoard(log_dir=str(run_dir / runs.TENSORBOARD)),
-        keras.callbacks.BackupAndRestore(str(run_dir / runs.BACKUP), delete_checkpoint=True),
+        # double_checkpoint keeps the previous backup too, for a kill during the backup itself.
+        keras.callbacks.BackupAndRestore(str(run_dir / runs.BACKUP), delete_checkpoint=True,
+                                         double_checkpoint=True),
         *callbacks,
     ]
     if config.early_stopping_patience:
