@@ -302,7 +302,7 @@ def mlp_fast(**options: Any) -> keras.Model:
                                     **options})
 
 
-@register_model("mlp", epochs=30, batch_size=128, learning_rate=2e-3, lr_schedule="warmup_cosine",
+@register_model("mlp", epochs=20, batch_size=128, learning_rate=2e-3, lr_schedule="warmup_cosine",
                 warmup_epochs=1.0, label_smoothing=0.1,
                 augment={"rotation": 8.0, "shift": 2.0, "zoom": 0.08})
 def mlp_aug(**options: Any) -> keras.Model:

@@ -131,13 +131,15 @@ class Prediction:
 def expand_paths(paths: Sequence[str | os.PathLike]) -> list[Path]:
     """Files as given, and folders replaced by the image files below them (sorted, recursive).
 
-    A path that does not exist is kept, so that it is reported as an error in its place.
+    A path that does not exist, and a folder with no image files in it, are kept, so that each
+    is reported as an error in its place rather than silently skipped.
     """
     out: list[Path] = []
     for path in map(Path, paths):
         if path.is_dir():
-            out.extend(sorted(p for p in path.rglob("*")
-                              if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES))
+            found = sorted(p for p in path.rglob("*")
+                           if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+            out.extend(found or [path])
         else:
             out.append(path)
     return out
