@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: run test lint compare slow clean
+.PHONY: run test lint compare bench slow clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else \
@@ -30,6 +30,11 @@ lint: $(STAMP)
 # The README comparison table: every preset, 3 seeds each (about an hour on 2 cores).
 compare: $(STAMP)
 	$(BIN)/mnist-digits compare --models all --seeds 3
+
+# Every benchmark section in one go (about an hour and a half on 2 cores); writes
+# bench/results/<date>-<host>.json and .md. `mnist-digits bench --only SECTION` runs one.
+bench: $(STAMP)
+	$(BIN)/mnist-digits bench
 
 # Long accuracy checks, not part of `make test` or CI.
 slow: $(STAMP)

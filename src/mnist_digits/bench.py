@@ -5,11 +5,14 @@ Sections (run all, in this order, or one with `--only NAME`):
   against our fast presets, 3 seeds each, on the same split and machine: training time, test
   accuracy (mean ± std), the time ratio, peak memory; and the augmentation pipeline's throughput
   next to the training throughput, to show it is not the bottleneck.
+- `ablation`: each recipe choice of the fast presets undone in turn (one seed): does it pay?
 - `best`: the best-accuracy preset over 5 seeds, and the 5 averaged by `ensemble`.
 - `realworld`: the `predict` path on synthetic user-style images of MNIST test digits (see
   `userimages`), against the naive "shrink the whole image" approach most demos use.
 - `inference`: the default model's throughput through `predict_proba`, batched and one image
   at a time, the code path of `predict` and the web server.
+- `load`: the web server under concurrent load (see `loadtest`): status codes, wrong answers,
+  latency percentiles, throughput and the server's memory before and after.
 
 Every training run happens in a fresh child process, so its peak RSS is its own and no run warms
 up or slows down another. Run folders go to `results/bench/<stamp>/`.
@@ -130,7 +133,8 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
-def _train_job(kind: str, name: str, seed: int, quick: bool, work_dir: str) -> dict[str, Any]:
+def _train_job(kind: str, name: str, seed: int, quick: bool, work_dir: str,
+               overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     """One training run, in a child process: time, accuracy and peak RSS.
 
     Time is the sum of the epochs' wall times (training plus the per-epoch validation), measured
@@ -163,7 +167,7 @@ def _train_job(kind: str, name: str, seed: int, quick: bool, work_dir: str) -> d
         result = {"train_seconds": float(sum(seconds)), "epochs": len(seconds),
                   "test_accuracy": accuracy}
     else:
-        cli = {"model": name, "seed": seed,
+        cli = {"model": name, "seed": seed, **(overrides or {}),
                **({"epochs": 1, "warmup_epochs": 0.5} if quick else {})}
         config = resolve_config({}, cli)
         run_dir = runs.new_run_dir(work_dir, name, f"s{seed}")
@@ -198,12 +202,45 @@ def _summary(results: list[dict[str, Any]]) -> dict[str, Any]:
             "peak_rss_mb": max(r["peak_rss_mb"] for r in results)}
 
 
-def _train_many(kind: str, name: str, seeds: int, ctx: Context) -> dict[str, Any]:
+def _train_many(kind: str, name: str, seeds: int, ctx: Context,
+                overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     results = []
     for seed in range(seeds):
-        log.info("bench: training %s %s, seed %d", kind, name, seed)
-        results.append(_in_child(_train_job, kind, name, seed, ctx.quick, str(ctx.work_dir)))
+        log.info("bench: training %s %s %s, seed %d", kind, name, overrides or "", seed)
+        results.append(_in_child(_train_job, kind, name, seed, ctx.quick, str(ctx.work_dir),
+                                 overrides))
     return _summary(results)
+
+
+# Each recipe choice of the fast presets, undone one at a time (seed 0): does it pay?
+ABLATIONS: dict[str, tuple[str, dict[str, Any], str]] = {
+    "cnn_fast": ("cnn_fast", {}, "as registered"),
+    "cnn_fast/no-label-smoothing": ("cnn_fast", {"label_smoothing": 0.0}, "label smoothing 0"),
+    "cnn_fast/constant-lr": ("cnn_fast", {"lr_schedule": "constant", "learning_rate": 1e-3},
+                             "constant LR 1e-3 (Adam's default) instead of warm-up + cosine"),
+    "cnn_fast/conv-batch-norm": ("cnn_fast", {"model_options": {"batch_norm": True}},
+                                 "batch norm on the convolutions too"),
+    "cnn_fast/no-batch-norm": ("cnn_fast", {"model_options": {"dense_batch_norm": False}},
+                               "no batch norm at all"),
+    "cnn_fast/batch-128": ("cnn_fast", {"batch_size": 128}, "batch 128 instead of 256"),
+    "mlp_fast": ("mlp_fast", {}, "as registered"),
+    "mlp_fast/2-epochs": ("mlp_fast", {"epochs": 2}, "2 epochs instead of 3"),
+    "mlp_fast/512x2": ("mlp_fast", {"model_options": {"hidden": [512, 512]}},
+                       "784-512-512-10 (the classic size) instead of 768-768"),
+    "mlp_aug": ("mlp_aug", {}, "as registered"),
+    "mlp_aug/no-augmentation": ("mlp_aug", {"augment": {}}, "no augmentation"),
+}
+
+
+def section_ablation(ctx: Context) -> dict[str, Any]:
+    """One training run per recipe variant in `ABLATIONS` (one seed: a screen, not a proof)."""
+    names = ["cnn_fast", "cnn_fast/no-label-smoothing"] if ctx.quick else list(ABLATIONS)
+    result = {}
+    for name in names:
+        preset, overrides, what = ABLATIONS[name]
+        result[name] = {"preset": preset, "change": what, "overrides": overrides,
+                        **_train_many("preset", preset, 1, ctx, overrides)}
+    return result
 
 
 def augmentation_throughput(policy: dict[str, float], *, images: int = 8192,
@@ -347,11 +384,24 @@ def section_inference(ctx: Context) -> dict[str, Any]:
             "single_image_ms_p95": float(np.percentile(single_ms, 95))}
 
 
+def section_load(ctx: Context) -> dict[str, Any]:
+    """The web server under concurrent load: good and bad uploads, latency, memory."""
+    from mnist_digits import loadtest
+
+    model, model_path = ctx.model()
+    good, bad = loadtest.make_samples(model, 20 if ctx.quick else 100)
+    return {"model": str(model_path),
+            **loadtest.run_load_test(model_path, good, bad, requests=100 if ctx.quick else 2000,
+                                     clients=4 if ctx.quick else 8)}
+
+
 SECTIONS: dict[str, Callable[[Context], dict[str, Any]]] = {
     "training": section_training,
+    "ablation": section_ablation,
     "best": section_best,
     "realworld": section_realworld,
     "inference": section_inference,
+    "load": section_load,
 }
 
 
@@ -365,6 +415,15 @@ def to_markdown(result: dict[str, Any]) -> str:
     sections = result["sections"]
     if "training" in sections:
         lines += _training_markdown(sections["training"])
+    if "ablation" in sections:
+        lines += ["## Recipe choices, undone one at a time (`ablation`, seed 0)", "",
+                  "| variant | change | test acc. (%) | train s |", "|---|---|--:|--:|"]
+        for name, r in sections["ablation"].items():
+            if isinstance(r, dict) and "change" in r:
+                lines.append(f"| `{name}` | {r['change']} | "
+                             f"{100 * r['test_accuracy_mean']:.2f} | "
+                             f"{r['train_seconds_mean']:.1f} |")
+        lines.append("")
     if "best" in sections:
         r = sections["best"]
         e = r["ensemble"]
@@ -399,6 +458,24 @@ def to_markdown(result: dict[str, Any]) -> str:
                   f"| batched | {r['batched_images_per_second']:,.0f} images/s |",
                   f"| one image, median | {r['single_image_ms_median']:.2f} ms |",
                   f"| one image, p95 | {r['single_image_ms_p95']:.2f} ms |", ""]
+    if "load" in sections:
+        r = sections["load"]
+        lines += ["## Web server under load (`load`)", "",
+                  f"`mnist-digits serve` on 127.0.0.1, {r['requests']:,} POST /api/predict from "
+                  f"{r['clients']} concurrent clients: {r['good_requests']:,} user-style digit "
+                  f"images and {r['bad_requests']:,} bad uploads (text, truncated, empty, PDF, "
+                  f"decompression bomb).", "",
+                  "| measure | value |", "|---|--:|",
+                  "| responses by status | " + ", ".join(
+                      f"{k}: {v:,}" for k, v in r["status_counts"].items()) + " |",
+                  f"| 5xx responses | {r['server_errors_5xx']} |",
+                  f"| wrong answers (good image misread or bad one accepted) | "
+                  f"{r['wrong_answers']} |",
+                  f"| latency p50 / p95 / p99 | {r['latency_ms_p50']:.1f} / "
+                  f"{r['latency_ms_p95']:.1f} / {r['latency_ms_p99']:.1f} ms |",
+                  f"| throughput | {r['throughput_rps']:.0f} requests/s |",
+                  f"| server RSS before → after | {r['server_rss_mb_before']:.0f} → "
+                  f"{r['server_rss_mb_after']:.0f} MiB |", ""]
     return "\n".join(lines)
 
 

@@ -179,7 +179,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "(default: the training section's cnn_fast run, else "
                                    "results/latest)")
     p.add_argument("--only", metavar="SECTION[,SECTION]",
-                   help="run only these sections: training, best, realworld, inference")
+                   help="run only these sections: training, ablation, best, realworld, "
+                        "inference, load")
     p.add_argument("--quick", action="store_true", help="a tiny run in seconds (smoke test)")
     p.add_argument("--out", type=Path, default=Path("bench") / "results",
                    help="where the result files go (default: bench/results)")

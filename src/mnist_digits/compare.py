@@ -65,15 +65,20 @@ def summarize(run_metrics: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
         run_metrics: dicts as returned by `evaluate.load_metrics`.
 
     Returns:
-        One row per model, in first-seen order: `model`, `family`, `params`, `seeds` (how many
-        runs), and `<figure>_mean` / `<figure>_std` for epochs, train_seconds, val_accuracy and
-        test_accuracy.
+        One row per model, in registry order (then others, in first-seen order): `model`,
+        `family`, `params`, `seeds` (how many runs), and `<figure>_mean` / `<figure>_std` for
+        epochs, train_seconds, val_accuracy and test_accuracy.
     """
     groups: dict[str, list[Mapping[str, Any]]] = {}
     for m in run_metrics:
         groups.setdefault(m["model"], []).append(m)
+    # Registry order (small to large per family), whatever order the runs were listed in;
+    # anything not in the registry (ensembles) after it.
+    from mnist_digits import models  # late: imports Keras
+
+    order = {name: i for i, name in enumerate(models.list_models())}
     rows = []
-    for model, members in groups.items():
+    for model, members in sorted(groups.items(), key=lambda g: order.get(g[0], len(order))):
         row: dict[str, Any] = {"model": model, "family": members[0]["family"],
                                "params": members[0]["params"], "seeds": len(members)}
         figures = {
