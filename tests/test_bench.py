@@ -31,6 +31,11 @@ def test_bench_quick_runs_every_section_and_writes_json_and_markdown(capsys, tmp
         assert row["train_seconds_mean"] > 0 and row["peak_rss_mb"] > 100
     assert training["presets"]["cnn_fast"]["speedup"] > 0
     assert training["augmentation"]["mlp_aug"]["images_per_second"] > 0
+    ablation = result["sections"]["ablation"]
+    assert ablation["cnn_fast/no-label-smoothing"]["overrides"] == {"label_smoothing": 0.0}
+    load = result["sections"]["load"]
+    assert load["requests"] == 100 and load["server_errors_5xx"] == 0
+    assert load["wrong_answers"] == 0 and load["server_rss_mb_after"] > 0
     best = result["sections"]["best"]
     assert best["seeds"] == 2 and 0 <= best["ensemble"]["test_accuracy"] <= 1
     # With no --model, realworld and inference measure the training section's cnn_fast run.
@@ -44,6 +49,7 @@ def test_bench_quick_runs_every_section_and_writes_json_and_markdown(capsys, tmp
     markdown = path.with_suffix(".md").read_text()
     assert "| `predict` (MNIST-style preprocessing) |" in markdown
     assert "`keras_io_convnet`" in markdown and "ensemble of those 2" in markdown
+    assert "## Web server under load" in markdown and "cnn_fast/no-label-smoothing" in markdown
 
 
 def test_bench_baselines_are_the_published_architectures():

@@ -9,9 +9,6 @@ import zlib
 import numpy as np
 import pytest
 from conftest import ink_on_paper
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
-from hypothesis.extra import numpy as hnp
 from PIL import Image
 from scipy import ndimage
 
@@ -212,23 +209,3 @@ def test_file_errors(tmp_path):
         preprocess.preprocess_file(tmp_path / "missing.png")
     with pytest.raises(ImageError, match="is a folder"):
         preprocess.preprocess_file(tmp_path)
-
-
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(hnp.arrays(np.uint8, st.tuples(st.integers(1, 64), st.integers(1, 64)),
-                  elements=st.integers(0, 255)))
-def test_any_array_gives_a_valid_frame_or_no_digit(array):
-    frame = preprocess.preprocess_image(Image.fromarray(array))
-    if frame is not None:
-        assert frame.shape == (28, 28) and frame.dtype == np.float32
-        assert np.isfinite(frame).all() and frame.min() >= 0 and frame.max() <= 1
-
-
-@settings(max_examples=40, deadline=None)
-@given(st.binary(max_size=2048))
-def test_any_bytes_give_a_frame_none_or_image_error(data):
-    try:
-        frame = preprocess.preprocess_bytes(data)
-    except ImageError:
-        return
-    assert frame is None or frame.shape == (28, 28)

@@ -12,10 +12,15 @@ import numpy as np
 import pytest
 from conftest import ink_on_paper
 from fastapi.testclient import TestClient
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
 from PIL import Image
 from test_preprocess import SEVEN, encode, every_kind_of_file, png_header_only
 
+from mnist_digits import preprocess
 from mnist_digits.cli import main
+from mnist_digits.preprocess import ImageError
 from mnist_digits.serve.app import create_app
 
 UPLOAD_LIMIT = 2_000_000
@@ -145,3 +150,45 @@ def test_unusual_valid_files_are_read_correctly_by_cli_and_api(name, seven, tmp_
     assert code == 0 and records[0]["digit"] == 7, records[0]
     response = client.post("/api/predict", files={"file": (path.name, content)})
     assert response.status_code == 200 and response.json()["digit"] == 7
+
+
+# Random input straight into the preprocessing: a frame, "no digit", or ImageError; nothing else.
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(hnp.arrays(np.uint8, st.tuples(st.integers(1, 64), st.integers(1, 64)),
+                  elements=st.integers(0, 255)))
+def test_any_array_gives_a_valid_frame_or_no_digit(array):
+    frame = preprocess.preprocess_image(Image.fromarray(array))
+    if frame is not None:
+        assert frame.shape == (28, 28) and frame.dtype == np.float32
+        assert np.isfinite(frame).all() and frame.min() >= 0 and frame.max() <= 1
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.binary(max_size=2048))
+def test_any_bytes_give_a_frame_none_or_image_error(data):
+    try:
+        frame = preprocess.preprocess_bytes(data)
+    except ImageError:
+        return
+    assert frame is None or frame.shape == (28, 28)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(hnp.arrays(np.uint8, st.tuples(st.integers(1, 48), st.integers(1, 48), st.just(4)),
+                  elements=st.integers(0, 255)),
+       st.sampled_from(["RGBA", "RGB", "LA", "L", "P", "1", "I;16", "CMYK"]),
+       st.sampled_from(["PNG", "WEBP", "GIF", "TIFF", "BMP", "JPEG"]))
+def test_any_image_in_any_mode_and_format_gives_a_valid_frame_or_an_image_error(pixels, mode,
+                                                                                fmt):
+    image = Image.fromarray(pixels, "RGBA")
+    try:
+        data = encode(image.convert(mode), fmt)
+    except (OSError, ValueError, KeyError):
+        return  # a mode this format cannot hold; nothing to feed the preprocessing
+    try:
+        frame = preprocess.preprocess_bytes(data, source=f"random.{fmt.lower()}")
+    except ImageError:
+        return
+    if frame is not None:
+        assert frame.shape == (28, 28) and frame.dtype == np.float32
+        assert np.isfinite(frame).all() and frame.min() >= 0 and frame.max() <= 1
