@@ -66,7 +66,7 @@ def test_bench_unknown_section_is_a_usage_error(capsys, tmp_path):
 
 def test_bench_only_one_section(capsys, mnist_run, tmp_path):
     assert main(["bench", "--quick", "--only", "inference", "--model", str(mnist_run),
-                 "--out", str(tmp_path)]) == 0
+                 "--out", str(tmp_path), "--results-dir", str(tmp_path / "results")]) == 0
     path = Path(capsys.readouterr().out.strip().splitlines()[-1])
     assert list(json.loads(path.read_text())["sections"]) == ["inference"]
 

@@ -37,6 +37,7 @@ def test_ensemble_saves_loads_and_averages_its_members(member_runs, tmp_path, ca
         assert (run_dir / name).is_file(), name
     metrics = json.loads((run_dir / runs.METRICS).read_text())
     assert metrics["family"] == "ensemble" and metrics["members"] == 3
+    assert metrics["members_train_seconds"] > 0
     assert (tmp_path / runs.LATEST).resolve() == run_dir.resolve()
 
     # The saved file reloads in safe mode and predicts the mean of its members' probabilities.
@@ -50,6 +51,7 @@ def test_ensemble_saves_loads_and_averages_its_members(member_runs, tmp_path, ca
     assert main(["evaluate", str(run_dir)]) == 0
     again = json.loads((run_dir / runs.METRICS).read_text())
     assert again["test"]["accuracy"] == metrics["test"]["accuracy"]
+    assert again["members_train_seconds"] == metrics["members_train_seconds"]
     saved = json.loads((run_dir / runs.CONFIG).read_text())["ensemble"]
     assert [m["run_dir"] for m in saved["members"]] == [str(d.resolve()) for d in member_runs]
 

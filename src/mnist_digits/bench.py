@@ -475,7 +475,9 @@ def to_markdown(result: dict[str, Any]) -> str:
                   f"{r['latency_ms_p95']:.1f} / {r['latency_ms_p99']:.1f} ms |",
                   f"| throughput | {r['throughput_rps']:.0f} requests/s |",
                   f"| server RSS before → after | {r['server_rss_mb_before']:.0f} → "
-                  f"{r['server_rss_mb_after']:.0f} MiB |", ""]
+                  f"{r['server_rss_mb_after']:.0f} MiB |",
+                  "| server RSS after each tenth of the requests | " + ", ".join(
+                      f"{v:.0f}" for v in r.get("server_rss_mb_per_tenth", [])) + " MiB |", ""]
     return "\n".join(lines)
 
 

@@ -83,7 +83,8 @@ def summarize(run_metrics: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
                                "params": members[0]["params"], "seeds": len(members)}
         figures = {
             "epochs_run": [m["epochs_run"] for m in members],
-            "train_seconds": [m["train_seconds"] for m in members],
+            # An ensemble's cost is its members' training.
+            "train_seconds": [m.get("members_train_seconds", m["train_seconds"]) for m in members],
             "val_accuracy": [m["val"]["accuracy"] for m in members],
             "test_accuracy": [m["test"]["accuracy"] for m in members],
         }

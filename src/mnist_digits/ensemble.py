@@ -113,10 +113,7 @@ def make_ensemble(
     modelfile.save_model(model, run_dir / runs.MODEL)
     log.info("ensemble of %d members saved in %s; evaluating", len(members), run_dir)
     # Evaluating the saved file, not the in-memory model, proves the file loads and predicts.
-    metrics = evaluate.evaluate_run(run_dir)
-    metrics["members_train_seconds"] = sum(i["train_seconds"] or 0.0 for i in infos)
-    runs.write_json(run_dir / runs.METRICS, metrics)
-    return run_dir, metrics
+    return run_dir, evaluate.evaluate_run(run_dir)
 
 
 def _train_seconds(folder: Path) -> float | None:

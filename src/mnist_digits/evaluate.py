@@ -106,7 +106,8 @@ def evaluate_run(run_dir: str | os.PathLike, *, splits: data.Splits | None = Non
     if "ensemble" in saved:
         spec = saved["ensemble"]
         header = {"model": spec["name"], "family": "ensemble", "members": len(spec["members"]),
-                  "seed": None}
+                  "seed": None, "members_train_seconds": round(sum(
+                      m.get("train_seconds") or 0.0 for m in spec["members"]), 2)}
         data_settings = spec["data"]
     else:
         config = TrainConfig(**saved["config"])

@@ -186,9 +186,22 @@ def run_load_test(model_path: str | os.PathLike, good: Sequence[Sample], bad: Se
                 with lock:
                     wrong.append(f"{sample.name}: HTTP {status} {str(body)[:120]}")
 
+        # RSS after each tenth of the requests: growth that levels off is the allocator and
+        # caches warming up; growth that goes on is a leak.
+        checkpoints = {requests * k // 10 for k in range(1, 11)}
+        done = [0]
+        rss_curve: list[float] = []
+
+        def counted(i: int) -> None:
+            one(i)
+            with lock:
+                done[0] += 1
+                if done[0] in checkpoints:
+                    rss_curve.append(rss_mb(server.process.pid))
+
         start = time.perf_counter()
         with concurrent.futures.ThreadPoolExecutor(clients) as pool:
-            list(pool.map(one, range(requests)))
+            list(pool.map(counted, range(requests)))
         seconds = time.perf_counter() - start
         rss_after = rss_mb(server.process.pid)
     ms = latencies * 1000
@@ -206,4 +219,5 @@ def run_load_test(model_path: str | os.PathLike, good: Sequence[Sample], bad: Se
         "latency_ms_p99": float(np.percentile(ms, 99)),
         "throughput_rps": requests / seconds, "seconds": seconds,
         "server_rss_mb_before": rss_before, "server_rss_mb_after": rss_after,
+        "server_rss_mb_per_tenth": rss_curve,
     }
