@@ -26,9 +26,12 @@ TRAIN_ARGS = ["--model", "mlp_small", "--epochs", "3", "--batch-size", "16", "--
 
 def start_training(results: Path) -> subprocess.Popen:
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    # A job started in the background (CI runners, nohup) inherits SIGINT as *ignored*, and
+    # Python then installs no KeyboardInterrupt handler; a user's terminal gives the default.
     return subprocess.Popen([sys.executable, "-m", "mnist_digits", "train", *TRAIN_ARGS,
                              "--results-dir", str(results)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=env)
+                            stderr=subprocess.PIPE, text=True, env=env,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def wait_for_epochs(results: Path, n: int, proc: subprocess.Popen, timeout: float = 240) -> Path:
