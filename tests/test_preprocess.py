@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import struct
-import zlib
 
 import numpy as np
 import pytest
@@ -13,6 +12,7 @@ from PIL import Image
 from scipy import ndimage
 
 from mnist_digits import predict, preprocess
+from mnist_digits.loadtest import png_header_only
 from mnist_digits.preprocess import ImageError
 
 SEVEN, TWO, ZERO = 0, 1, 3  # indices of clear digits in the MNIST test set
@@ -159,16 +159,6 @@ def test_blank_images_are_no_digit(value):
 def test_faint_paper_noise_is_no_digit():
     noise = np.random.default_rng(1).normal(230, 4, (300, 300)).clip(0, 255).astype(np.uint8)
     assert preprocess.preprocess_image(Image.fromarray(noise)) is None
-
-
-def png_header_only(width: int, height: int) -> bytes:
-    """A PNG whose header claims width x height pixels, with almost no data."""
-    def chunk(kind: bytes, payload: bytes) -> bytes:
-        return struct.pack(">I", len(payload)) + kind + payload + struct.pack(
-            ">I", zlib.crc32(kind + payload) & 0xFFFFFFFF)
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0")) \
-        + chunk(b"IEND", b"")
 
 
 @pytest.mark.parametrize(

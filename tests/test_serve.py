@@ -10,8 +10,8 @@ import pytest
 from conftest import ink_on_paper
 from fastapi.testclient import TestClient
 from PIL import Image
-from test_preprocess import png_header_only
 
+from mnist_digits.loadtest import png_header_only
 from mnist_digits.serve.app import create_app
 
 

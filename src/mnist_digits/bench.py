@@ -190,12 +190,10 @@ def _in_child(fn: Callable[..., Any], *args: Any) -> Any:
 
 
 def _summary(results: list[dict[str, Any]]) -> dict[str, Any]:
-    def mean_std(key: str) -> tuple[float, float]:
-        values = np.array([r[key] for r in results], dtype=float)
-        return float(values.mean()), float(values.std(ddof=1)) if len(values) > 1 else 0.0
+    from mnist_digits.compare import mean_std
 
-    acc, acc_std = mean_std("test_accuracy")
-    seconds, seconds_std = mean_std("train_seconds")
+    acc, acc_std = mean_std([r["test_accuracy"] for r in results])
+    seconds, seconds_std = mean_std([r["train_seconds"] for r in results])
     return {"runs": results, "seeds": len(results), "test_accuracy_mean": acc,
             "test_accuracy_std": acc_std, "train_seconds_mean": seconds,
             "train_seconds_std": seconds_std,
@@ -513,14 +511,16 @@ def _training_markdown(t: dict[str, Any]) -> list[str]:
     return [*lines, ""]
 
 
-def run_bench(*, model_path: str | None = None, only: str | None = None, quick: bool = False,
+def run_bench(*, model_path: str | None = None, model: Any = None, only: str | None = None,
+              quick: bool = False,
               out_dir: str | os.PathLike = DEFAULT_OUT,
               results_dir: str | os.PathLike = "results") -> tuple[dict[str, Any], Path]:
     """Runs the sections and writes `<out_dir>/<date>-<host>[-quick][-only].json` and `.md`.
 
     Args:
-        model_path: the model for `realworld` and `inference` (run folder or .keras file); None
-            means the `training` section's default-preset run, or `results/latest`.
+        model_path: the model for `realworld`, `inference` and `load` (run folder or .keras
+            file); None means the `training` section's default-preset run, or `results/latest`.
+        model: the model at `model_path`, if the caller has loaded it already.
         only: comma-separated section names, or None for all.
         quick: a tiny run for smoke tests.
         out_dir: where the result files go.
@@ -539,7 +539,7 @@ def run_bench(*, model_path: str | None = None, only: str | None = None, quick: 
                           f"{', '.join(SECTIONS)}")
     stamp = datetime.datetime.now()
     work_dir = Path(results_dir) / "bench" / f"{stamp:%Y%m%d-%H%M%S}"
-    ctx = Context(quick=quick, work_dir=work_dir, model_path=model_path)
+    ctx = Context(quick=quick, work_dir=work_dir, model_path=model_path, _model=model)
     ctx.work_dir.mkdir(parents=True, exist_ok=True)
     result: dict[str, Any] = {"date": stamp.isoformat(timespec="seconds"), "quick": quick,
                               "machine": machine(), "sections": {}}

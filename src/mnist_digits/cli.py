@@ -396,10 +396,11 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     from mnist_digits import bench
 
-    if args.model:
-        _load_model_or_usage_error(args.model)  # fail now, not after an hour of training
-    result, path = bench.run_bench(model_path=args.model, only=args.only, quick=args.quick,
-                                   out_dir=args.out, results_dir=args.results_dir)
+    # A bad --model fails now, not after an hour of training.
+    model = _load_model_or_usage_error(args.model) if args.model else None
+    result, path = bench.run_bench(model_path=args.model, model=model, only=args.only,
+                                   quick=args.quick, out_dir=args.out,
+                                   results_dir=args.results_dir)
     print(bench.to_markdown(result))
     print(path)
     return 0

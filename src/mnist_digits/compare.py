@@ -53,7 +53,8 @@ def train_runs(
     return run_dirs
 
 
-def _mean_std(values: Sequence[float]) -> tuple[float, float]:
+def mean_std(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (0 for a single value)."""
     array = np.asarray(values, dtype=float)
     return float(array.mean()), float(array.std(ddof=1)) if len(array) > 1 else 0.0
 
@@ -89,7 +90,7 @@ def summarize(run_metrics: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
             "test_accuracy": [m["test"]["accuracy"] for m in members],
         }
         for key, name in _STATS:
-            row[f"{name}_mean"], row[f"{name}_std"] = _mean_std(figures[key])
+            row[f"{name}_mean"], row[f"{name}_std"] = mean_std(figures[key])
         rows.append(row)
     return rows
 

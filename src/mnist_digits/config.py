@@ -126,6 +126,16 @@ def _check_type(name: str, value: Any, annotation: str) -> None:
 FIELD_NAMES = tuple(f.name for f in dataclasses.fields(TrainConfig))
 
 
+def split_settings(values: Mapping[str, Any]) -> dict[str, Any]:
+    """The config fields that decide the data split, from a config dict (defaults filled in).
+
+    Runs that share them were validated and tested on the same images.
+    """
+    return {"data_dir": values.get("data_dir"),
+            "val_size": values.get("val_size", TrainConfig.val_size),
+            "limit": values.get("limit")}
+
+
 def check_keys(values: Mapping[str, Any], *, source: str) -> None:
     """Raises ConfigError naming any key that is not a TrainConfig field."""
     unknown = sorted(set(values) - set(FIELD_NAMES))

@@ -18,6 +18,7 @@ import keras
 from keras import layers
 
 from mnist_digits import modelfile, models, runs
+from mnist_digits.config import split_settings
 from mnist_digits.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -45,11 +46,6 @@ def build_ensemble(members: Sequence[keras.Model], name: str = "ensemble") -> ke
         outputs.append(renamed(inputs))
     averaged = layers.Average(name="probabilities")(outputs)
     return keras.Model(inputs, averaged, name=name)
-
-
-def _data_settings(config: dict[str, Any]) -> dict[str, Any]:
-    return {"data_dir": config.get("data_dir"), "val_size": config.get("val_size", 10_000),
-            "limit": config.get("limit")}
 
 
 def make_ensemble(
@@ -91,7 +87,7 @@ def make_ensemble(
         config = saved.get("config") or {}
         if "ensemble" in saved:
             raise ConfigError(f"{folder} is itself an ensemble; list its members instead")
-        member_settings = _data_settings(config)
+        member_settings = split_settings(config)
         if settings is None:
             settings = member_settings
         elif member_settings != settings:
@@ -99,12 +95,12 @@ def make_ensemble(
                               f"unlike the first member's {settings}; ensemble runs that share "
                               f"the same split")
         metrics_path = folder / runs.METRICS
-        test_accuracy = runs.read_json(metrics_path)["test"]["accuracy"] \
-            if metrics_path.exists() else None
+        metrics = runs.read_json(metrics_path) if metrics_path.exists() else {}
         members.append(predict.load_model(folder / runs.MODEL))
         infos.append({"run_dir": str(folder), "model": config.get("model"),
-                      "seed": config.get("seed"), "test_accuracy": test_accuracy,
-                      "train_seconds": _train_seconds(folder)})
+                      "seed": config.get("seed"),
+                      "test_accuracy": metrics.get("test", {}).get("accuracy"),
+                      "train_seconds": metrics.get("train_seconds")})
     model = build_ensemble(members, name=name)
     run_dir = runs.new_run_dir(results_dir, name, tag)
     runs.write_json(run_dir / runs.CONFIG, {
@@ -115,9 +111,3 @@ def make_ensemble(
     # Evaluating the saved file, not the in-memory model, proves the file loads and predicts.
     return run_dir, evaluate.evaluate_run(run_dir)
 
-
-def _train_seconds(folder: Path) -> float | None:
-    from mnist_digits import train
-
-    seconds = train.read_history(folder / runs.HISTORY).get("epoch_seconds")
-    return float(sum(seconds)) if seconds else None

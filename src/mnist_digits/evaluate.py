@@ -12,7 +12,7 @@ import numpy as np
 from sklearn import metrics as skm
 
 from mnist_digits import data, models, plots, runs
-from mnist_digits.config import TrainConfig
+from mnist_digits.config import TrainConfig, split_settings
 
 
 def cross_entropy(labels: np.ndarray, probabilities: np.ndarray) -> float:
@@ -113,8 +113,7 @@ def evaluate_run(run_dir: str | os.PathLike, *, splits: data.Splits | None = Non
         config = TrainConfig(**saved["config"])
         header = {"model": config.model, "family": models.get_model_spec(config.model).family,
                   "seed": config.seed}
-        data_settings = {"data_dir": config.data_dir, "val_size": config.val_size,
-                         "limit": config.limit}
+        data_settings = split_settings(saved["config"])
     if splits is None:
         splits = data.make_splits(*data.load_mnist(data_settings["data_dir"]),
                                   val_size=data_settings["val_size"],

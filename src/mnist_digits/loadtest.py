@@ -61,11 +61,13 @@ def make_samples(model: Any, good: int, seed: int = 0) -> tuple[list[Sample], li
            Sample("half.png", first[: len(first) // 2], None),
            Sample("empty.png", b"", None),
            Sample("doc.pdf", b"%PDF-1.4\n%%EOF\n", None),
-           Sample("bomb.png", _png_header(100_000, 100_000), None)]
+           Sample("bomb.png", png_header_only(100_000, 100_000), None)]
     return samples, bad
 
 
-def _png_header(width: int, height: int) -> bytes:
+def png_header_only(width: int, height: int) -> bytes:
+    """A PNG whose header claims width x height pixels, with almost no data: a decompression
+    bomb's calling card, which the server must refuse before decoding."""
     import struct
     import zlib
 
@@ -74,7 +76,8 @@ def _png_header(width: int, height: int) -> bytes:
             ">I", zlib.crc32(kind + payload) & 0xFFFFFFFF)
 
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IEND", b"")
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0")) \
+        + chunk(b"IEND", b"")
 
 
 def _free_port() -> int:

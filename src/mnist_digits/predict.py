@@ -24,16 +24,11 @@ def load_model(path: str | os.PathLike) -> keras.Model:
 _FORWARD: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
-class _NotRetracingWarning(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:
-        return "triggered tf.function retracing" not in record.getMessage()
-
-    # One instance is as good as another, so adding it again is a no-op.
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, _NotRetracingWarning)
-
-    def __hash__(self) -> int:
-        return hash(_NotRetracingWarning)
+# Each model gets its own compiled function, traced once. TensorFlow counts the traces of all of
+# them as "retracing" of one function and warns after a few models (compare, ensembles, tests);
+# the warning is wrong here. (Getting the logger does not import TensorFlow.)
+logging.getLogger("tensorflow").addFilter(
+    lambda record: "triggered tf.function retracing" not in record.getMessage())
 
 
 def forward_function(model: keras.Model) -> Callable[[np.ndarray], Any]:
@@ -49,11 +44,6 @@ def forward_function(model: keras.Model) -> Callable[[np.ndarray], Any]:
     if forward is None:
         if keras.backend.backend() == "tensorflow":
             import tensorflow as tf
-
-            # Each model gets its own function, traced once. TensorFlow counts the traces of all
-            # of them as "retracing" of one function and warns after a few models (compare,
-            # ensembles, tests); the warning is wrong here.
-            logging.getLogger("tensorflow").addFilter(_NotRetracingWarning())
 
             forward = tf.function(
                 lambda x: model(x, training=False),

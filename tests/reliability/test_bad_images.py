@@ -16,10 +16,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from PIL import Image
-from test_preprocess import SEVEN, encode, every_kind_of_file, png_header_only
+from test_preprocess import SEVEN, encode, every_kind_of_file
 
 from mnist_digits import preprocess
 from mnist_digits.cli import main
+from mnist_digits.loadtest import png_header_only
 from mnist_digits.preprocess import ImageError
 from mnist_digits.serve.app import create_app
 
