@@ -36,7 +36,8 @@ def test_policies_keep_shape_dtype_and_range_and_change_the_images(name, digits)
 
 
 @pytest.mark.parametrize("policy", [{"rotation": 10.0}, {"shift": 2.0}, {"zoom": 0.1},
-                                    {"squish": 0.1}, {"elastic": 0.5}, {"erasing": 1.0}])
+                                    {"squish": 0.1}, {"elastic": 0.5}, {"erasing": 1.0},
+                                    {"thicken": 1.0}, {"lowres": 1.0}])
 def test_every_transform_is_the_identity_at_inference(policy, digits):
     np.testing.assert_array_equal(run_policy(policy, digits, training=False), digits)
     # Called without a `training` argument, as a plain `model(x)` does, too.
@@ -44,6 +45,21 @@ def test_every_transform_is_the_identity_at_inference(policy, digits):
     for layer in augment.augmentation_layers(policy, seed=0):
         x = layer(x)
     np.testing.assert_array_equal(keras.ops.convert_to_numpy(x), digits)
+
+
+def test_thicker_pens_add_ink_and_low_resolution_blurs(digits):
+    thick = run_policy({"thicken": 1.0}, digits)
+    assert (thick >= digits - 1e-6).all() and thick.sum() > 1.3 * digits.sum()
+    blurred = run_policy({"lowres": 1.0}, digits)
+    assert blurred.shape == digits.shape and blurred.max() <= 1.0 + 1e-6
+    # Every image keeps a full-strength peak, as preprocessed frames do, but has lost detail:
+    # fewer pixels at the extremes.
+    np.testing.assert_allclose(blurred.reshape(len(digits), -1).max(axis=1), 1.0, atol=1e-5)
+    extremes = ((blurred < 0.05) | (blurred > 0.95)).mean()
+    assert extremes < ((digits < 0.05) | (digits > 0.95)).mean()
+    half = run_policy({"thicken": 0.5}, digits, seed=2)
+    changed = np.abs(half - digits).reshape(len(digits), -1).max(axis=1) > 0.1
+    assert 0.2 < changed.mean() < 0.8  # about half the images, each all or nothing
 
 
 def test_zero_ranges_are_the_identity_even_in_training(digits):
@@ -76,8 +92,8 @@ def test_augmented_model_saves_and_reloads_in_safe_mode(tmp_path, digits):
     from mnist_digits import models, predict
 
     bare = models.build_model("mlp_small")
-    model = augment.with_augmentation(bare, augment.POLICIES["strong"] | {"elastic": 0.3},
-                                      seed=0)
+    model = augment.with_augmentation(bare, augment.POLICIES["strong"] | {
+        "elastic": 0.3, "thicken": 0.2, "lowres": 0.2}, seed=0)
     assert model.name == bare.name
     path = tmp_path / "model.keras"
     model.save(path)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mnist_digits import bench, preprocess, userimages
+from mnist_digits import bench, predict, preprocess, userimages
 from mnist_digits.cli import main
 
 
@@ -38,16 +38,33 @@ def test_bench_quick_runs_every_section_and_writes_json_and_markdown(capsys, tmp
     assert load["wrong_answers"] == 0 and load["server_rss_mb_after"] > 0
     best = result["sections"]["best"]
     assert best["seeds"] == 2 and 0 <= best["ensemble"]["test_accuracy"] <= 1
-    # With no --model, realworld and inference measure the training section's cnn_fast run.
-    assert result["sections"]["inference"]["model"] == \
-        training["presets"]["cnn_fast"]["runs"][0]["run_dir"]
+    # With no --model, the reading sections measure the packaged model, as predict uses it.
+    assert result["sections"]["inference"]["model"] == str(predict.packaged_model_path())
 
+    calibration = result["sections"]["calibration"]
+    assert set(calibration) - {"seconds"} == {"mlp_small", "cnn_fast"}
+    assert all(0 <= r["test_ece"] <= 1 and r["temperature"] > 0
+               for name, r in calibration.items() if name != "seconds")
     realworld = result["sections"]["realworld"]
-    assert realworld["images"] == 50 and 0 <= realworld["accuracy"] <= 1
-    assert set(realworld["per_kind"]) <= set(userimages.KINDS)
+    for family, kinds in (("user_style", userimages.KINDS),
+                          ("tight_crops", userimages.TIGHT_KINDS)):
+        assert realworld[family]["images"] == 50
+        assert 0 <= realworld[family]["accuracy"] <= realworld[family]["argmax_accuracy"] + 0.02
+        assert set(realworld[family]["per_kind"]) <= set(kinds)
+    numbers = result["sections"]["numbers"]
+    assert numbers["images"] == 20 and 0 <= numbers["exact"] <= numbers["digit_count_right"]
+    rejection = result["sections"]["rejection"]
+    assert rejection["nondigit_images"] == 40 and len(rejection["curve"]) == 20
+    # The curve only rises: a higher threshold rejects at least as much of everything.
+    for key in ("nondigits_rejected", "mnist_test_rejected", "user_style_rejected"):
+        values = [c[key] for c in rejection["curve"]]
+        assert values == sorted(values)
+    with Image.open(path.with_name(path.stem + "-rejection.png")) as figure:
+        assert figure.size[0] > 300
     assert result["sections"]["inference"]["batched_images_per_second"] > 0
     markdown = path.with_suffix(".md").read_text()
-    assert "| `predict` (MNIST-style preprocessing) |" in markdown
+    assert "## Not a digit (`rejection`)" in markdown and "## Handwritten numbers" in markdown
+    assert "| user-style (50) |" in markdown and "## Calibration" in markdown
     assert "`keras_io_convnet`" in markdown and "ensemble of those 2" in markdown
     assert "## Web server under load" in markdown and "cnn_fast/no-label-smoothing" in markdown
 
@@ -69,6 +86,32 @@ def test_bench_only_one_section(capsys, mnist_run, tmp_path):
                  "--out", str(tmp_path), "--results-dir", str(tmp_path / "results")]) == 0
     path = Path(capsys.readouterr().out.strip().splitlines()[-1])
     assert list(json.loads(path.read_text())["sections"]) == ["inference"]
+
+
+@pytest.mark.parametrize("kind", userimages.TIGHT_KINDS)
+def test_every_tight_kind_touches_the_edges(kind, mnist_test_set):
+    images, labels = mnist_test_set
+    image = userimages.tight_crop(images[0], int(labels[0]), np.random.default_rng(0), kind)
+    assert image.kind == kind and image.label == 7
+    with Image.open(io.BytesIO(image.data)) as decoded:
+        gray = np.asarray(decoded.convert("L"), np.float32)
+    border = np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])
+    assert np.ptp(border) > 60  # ink reaches the border: a tight crop
+
+
+@pytest.mark.parametrize("kind", userimages.NONDIGIT_KINDS)
+def test_every_nondigit_kind_renders_something(kind):
+    image = userimages.nondigit_image(np.random.default_rng(1), kind)
+    assert image.kind == kind and image.label == -1
+    assert preprocess.preprocess_bytes(image.data) is not None
+
+
+def test_number_images_say_their_digits(mnist_test_set):
+    images, labels = mnist_test_set
+    number = userimages.number_image(images[:5], labels[:5], np.random.default_rng(0), "ruled")
+    assert number.text == "72104" and number.paper == "ruled"
+    with Image.open(io.BytesIO(number.data)) as decoded:
+        assert decoded.size[0] > decoded.size[1]
 
 
 @pytest.mark.parametrize("kind", userimages.KINDS)

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mnist_digits import ensemble, predict, runs, train
+from mnist_digits import calibrate, ensemble, predict, runs, train
 from mnist_digits.cli import main
 from mnist_digits.config import resolve_config
 from mnist_digits.errors import ConfigError
@@ -40,12 +40,19 @@ def test_ensemble_saves_loads_and_averages_its_members(member_runs, tmp_path, ca
     assert metrics["members_train_seconds"] > 0
     assert (tmp_path / runs.LATEST).resolve() == run_dir.resolve()
 
-    # The saved file reloads in safe mode and predicts the mean of its members' probabilities.
+    # The saved file reloads in safe mode and predicts the mean of its members' probabilities,
+    # at the ensemble's own temperature, fitted on the validation set.
     x = np.random.default_rng(0).random((64, 28, 28, 1), dtype=np.float32)
     members = [predict.load_model(d) for d in member_runs]
     expected = np.mean([predict.predict_proba(m, x) for m in members], axis=0)
     loaded = predict.load_model(run_dir)
-    np.testing.assert_allclose(predict.predict_proba(loaded, x), expected, atol=1e-6)
+    temperature = calibrate.temperature_of(loaded)
+    assert temperature == pytest.approx(metrics["calibration"]["temperature"])
+    np.testing.assert_allclose(predict.predict_proba(calibrate.uncalibrated(loaded), x),
+                               expected, atol=1e-6)
+    np.testing.assert_allclose(predict.predict_proba(loaded, x),
+                               calibrate.scale(expected, temperature), atol=1e-5)
+    assert (run_dir / runs.CALIBRATION_PLOT).is_file()
 
     # Its reported test accuracy is that of the saved model, and `evaluate` redoes it alike.
     assert main(["evaluate", str(run_dir)]) == 0

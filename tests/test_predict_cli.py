@@ -52,14 +52,22 @@ def test_jsonl_one_object_per_file_in_order(capsys, mnist_run, image_folder):
     by_path = {r["path"]: r for r in records}
     for rel, label in expected.items():
         record = by_path[str(root / rel)]
-        assert set(record) == {"path", "digit", "confidence", "probabilities"}
-        assert record["digit"] == label
+        assert set(record) == {"path", "status", "digit", "confidence", "probabilities", "text",
+                               "digits"}
+        assert record["digit"] == label and record["status"] == "ok"
+        assert record["text"] == str(label) and len(record["digits"]) == 1
+        found = record["digits"][0]
+        assert found["digit"] == label and found["probabilities"] == record["probabilities"]
+        x0, y0, x1, y1 = found["box"]  # ink_on_paper puts the digit at (60, 40), 168 wide
+        assert 50 <= x0 < x1 <= 240 and 30 <= y0 < y1 <= 220
         assert len(record["probabilities"]) == 10
         assert record["confidence"] == max(record["probabilities"])
         assert sum(record["probabilities"]) == pytest.approx(1, abs=1e-4)
-    assert by_path[str(root / "blank.png")]["digit"] is None
+    blank = by_path[str(root / "blank.png")]
+    assert blank["digit"] is None and blank["status"] == "no_digit" and blank["digits"] == []
     bad = by_path[str(root / "fake.png")]
-    assert set(bad) == {"path", "error"} and "not an image" in bad["error"]
+    assert bad["status"] == "error" and bad["digit"] is None and bad["text"] is None
+    assert "not an image" in bad["error"]
     assert "\n" not in bad["error"]
 
 
@@ -80,7 +88,9 @@ def test_csv_format(capsys, mnist_run, image_folder):
     rows = list(csv.DictReader(io.StringIO(out)))
     assert code == 1
     assert rows[0]["digit"] == "7" and float(rows[0]["p7"]) == float(rows[0]["confidence"])
+    assert rows[0]["status"] == "ok" and rows[0]["text"] == "7"
     assert rows[1]["digit"] == "" and "no such file" in rows[1]["error"]
+    assert rows[1]["status"] == "error" and rows[1]["text"] == ""
 
 
 def test_save_preprocessed(capsys, mnist_run, image_folder, tmp_path):
@@ -114,3 +124,49 @@ def test_usage_errors_exit_two(capsys, argv):
     captured = capsys.readouterr()
     assert code == 2
     assert len(captured.err.strip().splitlines()) == 1 and "Traceback" not in captured.err
+
+
+def test_the_packaged_model_reads_without_a_model_flag(capsys, image_folder):
+    root, _ = image_folder
+    code, out = run(capsys, ["predict", str(root / "a.png"), str(root / "blank.png")])
+    assert code == 0
+    assert out.splitlines()[0].startswith(f"{root / 'a.png'}: 7 (")
+
+
+def test_threshold_flag_and_a_number_in_text_format(capsys, image_folder, mnist_test_set,
+                                                    tmp_path):
+    root, _ = image_folder
+    code, out = run(capsys, ["predict", "--threshold", "1", str(root / "a.png")])
+    assert code == 0 and out.startswith(f"{root / 'a.png'}: unsure, not confidently a digit")
+    images, _ = mnist_test_set
+    sheet = np.full((200, 420), 255, np.uint8)
+    for k, i in enumerate((1, 0, 4)):  # 2, 7, 4
+        big = np.asarray(Image.fromarray(images[i]).resize((120, 120)))
+        sheet[40:160, 20 + k * 130:140 + k * 130] = 255 - big
+    Image.fromarray(sheet).save(tmp_path / "number.png")
+    code, out = run(capsys, ["predict", str(tmp_path / "number.png")])
+    assert code == 0 and out.startswith(f"{tmp_path / 'number.png'}: 274 [2 (")
+    assert out.count("%") == 3
+
+
+def test_threshold_out_of_range_is_a_usage_error(capsys):
+    assert main(["predict", "--threshold", "1.5", "x.png"]) == 2
+    assert "must be between 0 and 1" in capsys.readouterr().err
+
+
+def test_package_model_writes_the_model_and_its_card(capsys, tiny_splits, tmp_path):
+    from mnist_digits import predict, runs, train
+    from mnist_digits.config import TrainConfig
+
+    config = TrainConfig(model="mlp_small", epochs=1, val_size=32)
+    run_dir = runs.new_run_dir(tmp_path / "results", config.model)
+    train.train(config, run_dir, splits=tiny_splits)
+    dest = tmp_path / "pretrained"
+    code, out = run(capsys, ["package-model", str(run_dir), "--threshold", "0.6",
+                             "--dest", str(dest)])
+    assert code == 0 and out.splitlines()[-1] == str(dest / "reader.keras")
+    card = json.loads((dest / "model_card.json").read_text())
+    assert card["preset"] == "mlp_small" and card["threshold"] == 0.6
+    assert card["data"].startswith("mnist-sha256:")
+    assert "threshold 0.6" in (dest / "MODEL_CARD.md").read_text()
+    assert predict.load_model(dest / "reader.keras").name == "mlp_small"

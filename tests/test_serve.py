@@ -37,20 +37,43 @@ def test_predict_returns_the_cli_fields_and_the_preprocessed_image(client, seven
     response = client.post("/api/predict", files={"file": ("seven.png", seven_png, "image/png")})
     assert response.status_code == 200
     body = response.json()
-    assert set(body) == {"path", "digit", "confidence", "probabilities", "preprocessed"}
-    assert body["path"] == "seven.png" and body["digit"] == 7
+    assert set(body) == {"path", "status", "text", "digit", "confidence", "probabilities",
+                         "digits", "threshold", "preprocessed"}
+    assert body["path"] == "seven.png" and body["digit"] == 7 and body["text"] == "7"
+    assert body["status"] == "ok" and body["threshold"] == 0.5
     assert len(body["probabilities"]) == 10 and body["confidence"] > 0.5
+    assert body["digits"][0]["probabilities"] == body["probabilities"]
     prefix = "data:image/png;base64,"
-    assert body["preprocessed"].startswith(prefix)
-    with Image.open(io.BytesIO(base64.b64decode(body["preprocessed"][len(prefix):]))) as image:
+    assert len(body["preprocessed"]) == 1 and body["preprocessed"][0].startswith(prefix)
+    png = base64.b64decode(body["preprocessed"][0][len(prefix):])
+    with Image.open(io.BytesIO(png)) as image:
         assert image.size == (28, 28)
+
+
+def test_threshold_per_request_moves_the_operating_point(client, seven_png):
+    files = {"file": ("seven.png", seven_png, "image/png")}
+    unsure = client.post("/api/predict?threshold=1", files=files).json()
+    assert unsure["status"] == "unsure" and unsure["digit"] is None and unsure["text"] is None
+    assert len(unsure["probabilities"]) == 10 and unsure["digits"][0]["unsure"] is True
+    assert client.post("/api/predict?threshold=2", files=files).status_code == 422
+
+
+def test_the_schema_types_the_answer(client):
+    schema = client.get("/openapi.json").json()
+    ok = schema["paths"]["/api/predict"]["post"]["responses"]["200"]
+    assert ok["content"]["application/json"]["schema"]["$ref"].endswith("/PredictionOut")
+    fields = schema["components"]["schemas"]["PredictionOut"]["properties"]
+    assert {"status", "text", "digits", "digit", "confidence", "probabilities"} <= set(fields)
+    assert set(schema["components"]["schemas"]["DigitOut"]["properties"]) == {
+        "digit", "confidence", "box", "probabilities", "unsure"}
 
 
 def test_blank_canvas_is_no_digit(client):
     buffer = io.BytesIO()
     Image.new("RGBA", (280, 280), (255, 255, 255, 255)).save(buffer, format="PNG")
     body = client.post("/api/predict", files={"file": ("c.png", buffer.getvalue())}).json()
-    assert body["digit"] is None and body["preprocessed"] is None
+    assert body["digit"] is None and body["preprocessed"] == []
+    assert body["status"] == "no_digit" and body["text"] is None
 
 
 @pytest.mark.parametrize(
@@ -68,8 +91,8 @@ def test_blank_canvas_is_no_digit(client):
 def test_bad_uploads_get_4xx_with_a_short_message(client, files, status):
     response = client.post("/api/predict", files=files)
     assert response.status_code == status
-    text = response.text
-    assert "Traceback" not in text and len(text) < 600
+    assert set(response.json()) == {"detail"}  # every error has one shape
+    assert "\n" not in response.json()["detail"] and len(response.text) < 600
 
 
 def test_malformed_requests(client):
@@ -82,8 +105,15 @@ def test_malformed_requests(client):
     assert response.status_code == 422
 
 
-def test_docs_and_page(client):
-    assert client.get("/docs").status_code == 200
+def test_docs_work_offline_and_page(client):
+    docs = client.get("/docs")
+    assert docs.status_code == 200
+    # Swagger UI from this server, not a CDN.
+    assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", docs.text)
+    for asset in re.findall(r"""(?:src|href)=["'](/docs-assets/[^"']+)""", docs.text):
+        assert client.get(asset).status_code == 200, asset
+    assert "/docs-assets/swagger-ui-bundle.js" in docs.text
+    assert client.get("/no/such/page").json() == {"detail": "Not Found"}
     assert "/api/predict" in client.get("/openapi.json").json()["paths"]
     page = client.get("/").text
     assert "<canvas" in page and 'id="upload"' in page

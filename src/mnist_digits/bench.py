@@ -64,25 +64,25 @@ def machine() -> dict[str, Any]:
 
 @dataclasses.dataclass
 class Context:
-    """What the sections share: options, a work folder, and the model under test.
+    """What the sections share: options, a work folder, the model under test, and the results
+    of the sections that ran before (`cache`), which later ones may reuse but never change.
 
-    `model_path` is `--model`; if None, the `training` section's default-preset run is used
-    when it ran, else `results/latest`.
+    `model_path` is `--model`; if None, the packaged reading model is measured, which is what
+    `predict` and `serve` use by default.
     """
 
     quick: bool
     work_dir: Path
     model_path: str | None = None
     _model: Any = None
+    cache: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def model(self) -> tuple[Any, str]:
         from mnist_digits import predict
 
-        if self.model_path is None:
-            self.model_path = str(Path("results") / runs.LATEST)
         if self._model is None:
             self._model = predict.load_model(self.model_path)
-        return self._model, self.model_path
+        return self._model, self.model_path or str(predict.packaged_model_path())
 
 
 # The reference recipes, as published, in plain Keras: nothing of ours but the data split (our
@@ -173,7 +173,8 @@ def _train_job(kind: str, name: str, seed: int, quick: bool, work_dir: str,
         run_dir = runs.new_run_dir(work_dir, name, f"s{seed}")
         metrics = train.train(config, run_dir, splits=splits)
         result = {"train_seconds": metrics["train_seconds"], "epochs": metrics["epochs_run"],
-                  "test_accuracy": metrics["test"]["accuracy"], "run_dir": str(run_dir)}
+                  "test_accuracy": metrics["test"]["accuracy"], "run_dir": str(run_dir),
+                  "calibration": metrics["calibration"]}
     result["job_seconds"] = time.perf_counter() - start
     result["peak_rss_mb"] = _peak_rss_mb()
     return result
@@ -296,8 +297,6 @@ def section_training(ctx: Context) -> dict[str, Any]:
                 n_train = 2000 - 500 if ctx.quick else 50_000
                 result["augmentation"][name]["training_images_per_second"] = \
                     n_train * epochs / trained["train_seconds_mean"]
-    if ctx.model_path is None:
-        ctx.model_path = result["presets"]["cnn_fast"]["runs"][0]["run_dir"]
     return result
 
 
@@ -317,43 +316,200 @@ def section_best(ctx: Context) -> dict[str, Any]:
                          "num_errors": metrics["num_errors"]}}
 
 
+def _read_all(model: Any, images: list[bytes], threshold: float) -> list[Any]:
+    """`reading` results for encoded images, with the per-image preprocessing time."""
+    from mnist_digits import preprocess, reading
+
+    out = []
+    for data_ in images:
+        start = time.perf_counter()
+        result = reading.read_images(model, [preprocess.open_image(data_)], ["bench"],
+                                     threshold=threshold)[0]
+        out.append((result, time.perf_counter() - start))
+    return out
+
+
+def _min_confidence(result: Any) -> float:
+    """The least sure digit's confidence: the image is `ok` at any threshold up to this."""
+    return min((d.confidence for d in result.digits), default=0.0)
+
+
 def section_realworld(ctx: Context) -> dict[str, Any]:
-    """Accuracy of `predict` on user-style images, and of the naive approach, per image kind."""
-    from mnist_digits import predict, preprocess, userimages
+    """`predict` on user-style images, per kind, against the naive approach; "unsure" is wrong.
+
+    Two families: MNIST test digits drawn as photos, scans and canvas exports
+    (`userimages.render`), and tightly cropped scans of them (`userimages.tight_crop`: strokes
+    touching the edges, a thick pen, blur, 8- and 16-pixel scans enlarged).
+    """
+    from mnist_digits import predict, reading, userimages
 
     model, model_path = ctx.model()
+    threshold = reading.DEFAULT_THRESHOLD
     n = 50 if ctx.quick else 2000
     (_, _), (x_test, y_test) = data.load_mnist()
-    rng = np.random.default_rng(2026)
-    indices = rng.choice(len(x_test), n, replace=False)
-    frames, naive, kinds, labels, seconds = [], [], [], [], []
-    for i in indices:
-        image = userimages.render(x_test[i], int(y_test[i]), rng)
-        start = time.perf_counter()
-        frame = preprocess.preprocess_bytes(image.data)
-        seconds.append(time.perf_counter() - start)
-        frames.append(frame if frame is not None else np.zeros((28, 28), np.float32))
-        naive.append(userimages.naive_frame(image.data))
-        kinds.append(image.kind)
-        labels.append(image.label)
-    labels_array, kinds_array = np.array(labels), np.array(kinds)
-    proper = predict.predict_proba(model, np.stack(frames)).argmax(axis=1) == labels_array
-    shrunk = predict.predict_proba(model, np.stack(naive)).argmax(axis=1) == labels_array
-    run_dir = Path(model_path)
-    metrics_path = (run_dir if run_dir.is_dir() else run_dir.parent) / runs.METRICS
-    mnist_accuracy = runs.read_json(metrics_path)["test"]["accuracy"] \
-        if metrics_path.exists() else None
-    return {
-        "model": str(model_path),
-        "model_mnist_test_accuracy": mnist_accuracy,
-        "images": n,
-        "accuracy": float(proper.mean()),
-        "naive_accuracy": float(shrunk.mean()),
-        "per_kind": {kind: {"images": int((kinds_array == kind).sum()),
-                            "accuracy": float(proper[kinds_array == kind].mean())}
-                     for kind in userimages.KINDS if (kinds_array == kind).any()},
-        "preprocess_ms_median": 1000 * statistics.median(seconds),
-    }
+    result: dict[str, Any] = {"model": str(model_path), "threshold": threshold,
+                              "model_mnist_test_accuracy": _mnist_accuracy(model_path)}
+    for family, make, kinds in (("user_style", userimages.render, userimages.KINDS),
+                                ("tight_crops", userimages.tight_crop, userimages.TIGHT_KINDS)):
+        rng = np.random.default_rng(2026 if family == "user_style" else 2027)
+        indices = rng.choice(len(x_test), n, replace=False)
+        images = [make(x_test[i], int(y_test[i]), rng) for i in indices]
+        read = _read_all(model, [im.data for im in images], threshold)
+        labels = np.array([im.label for im in images])
+        kinds_array = np.array([im.kind for im in images])
+        texts = [r.text for r, _ in read]
+        correct = np.array([t == str(label) for t, label in zip(texts, labels, strict=True)])
+        # Without the threshold: the most probable digit of an image with exactly one digit.
+        argmax = np.array([len(r.digits) == 1 and r.digits[0].digit == label
+                           for (r, _), label in zip(read, labels, strict=True)])
+        unsure = np.array([r.status == "unsure" for r, _ in read])
+        naive = predict.predict_proba(model, np.stack(
+            [userimages.naive_frame(im.data) for im in images])).argmax(axis=1) == labels
+        result[family] = {
+            "images": n, "accuracy": float(correct.mean()), "argmax_accuracy": float(
+                argmax.mean()), "unsure_rate": float(unsure.mean()),
+            "naive_accuracy": float(naive.mean()),
+            "per_kind": {kind: {"images": int((kinds_array == kind).sum()),
+                                "accuracy": float(correct[kinds_array == kind].mean()),
+                                "unsure_rate": float(unsure[kinds_array == kind].mean())}
+                         for kind in kinds if (kinds_array == kind).any()},
+            "read_ms_median": 1000 * statistics.median(t for _, t in read)}
+        # For the rejection section's curve; too long for the result file.
+        ctx.cache[f"{family}_min_confidence"] = [_min_confidence(r) for r, _ in read]
+    return result
+
+
+def _mnist_accuracy(model_path: str) -> float | None:
+    """The MNIST test accuracy recorded beside a model (its run's metrics.json), if any."""
+    path = Path(model_path)
+    metrics_path = (path if path.is_dir() else path.parent) / runs.METRICS
+    return runs.read_json(metrics_path)["test"]["accuracy"] if metrics_path.exists() else None
+
+
+NUMBER_LENGTHS = (2, 3, 4, 5, 6)
+
+
+def section_numbers(ctx: Context) -> dict[str, Any]:
+    """Handwritten numbers of 2-6 MNIST test digits on plain, ruled and squared paper, read
+    exactly (every digit right, none missing or extra, none unsure)."""
+    from mnist_digits import reading, userimages
+
+    model, model_path = ctx.model()
+    threshold = reading.DEFAULT_THRESHOLD
+    n = 20 if ctx.quick else 1000
+    (_, _), (x_test, y_test) = data.load_mnist()
+    rng = np.random.default_rng(2028)
+    images, lengths = [], []
+    for _ in range(n):
+        length = int(rng.choice(NUMBER_LENGTHS))
+        chosen = rng.choice(len(x_test), length, replace=False)
+        images.append(userimages.number_image(x_test[chosen], y_test[chosen], rng))
+        lengths.append(length)
+    read = _read_all(model, [im.data for im in images], threshold)
+    exact = np.array([r.text == im.text for (r, _), im in zip(read, images, strict=True)])
+    found = np.array([len(r.digits) == len(im.text)
+                      for (r, _), im in zip(read, images, strict=True)])
+    unsure = np.array([r.status == "unsure" for r, _ in read])
+    lengths_array = np.array(lengths)
+    papers = np.array([im.paper for im in images])
+    return {"model": str(model_path), "threshold": threshold, "images": n,
+            "exact": float(exact.mean()), "digit_count_right": float(found.mean()),
+            "unsure_rate": float(unsure.mean()),
+            "per_length": {str(k): {"images": int((lengths_array == k).sum()),
+                                    "exact": float(exact[lengths_array == k].mean())}
+                           for k in NUMBER_LENGTHS if (lengths_array == k).any()},
+            "per_paper": {p: {"images": int((papers == p).sum()),
+                              "exact": float(exact[papers == p].mean())}
+                          for p in userimages.NUMBER_PAPERS if (papers == p).any()},
+            "read_ms_median": 1000 * statistics.median(t for _, t in read),
+            "examples_wrong": [{"true": im.text, "read": r.text, "status": r.status,
+                                "found": "".join(str(d.digit) for d in r.digits)}
+                               for (r, _), im, ok in zip(read, images, exact, strict=True)
+                               if not ok][:20]}
+
+
+REJECTION_PLOT = "rejection.png"
+
+
+def section_rejection(ctx: Context) -> dict[str, Any]:
+    """Drawings that are not digits rejected, against digits wrongly rejected, per threshold.
+
+    An image is rejected when its status is not `ok`: no digit, or a mark under the threshold.
+    The non-digits (`userimages.nondigit_image`: font letters that resemble no digit, shapes,
+    scribbles, crossed-out letters) are drawn by other code than the training outliers. The
+    digits: the MNIST test set as the model sees it, and user-style images of test digits.
+    Writes the curve as `<out>/<stem>-rejection.png` (see `run_bench`).
+    """
+    from mnist_digits import predict, reading, userimages
+
+    model, model_path = ctx.model()
+    n = 40 if ctx.quick else 1200
+    rng = np.random.default_rng(2029)
+    images = [userimages.nondigit_image(rng) for _ in range(n)]
+    read = _read_all(model, [im.data for im in images], reading.DEFAULT_THRESHOLD)
+    nondigit_conf = np.array([_min_confidence(r) for r, _ in read])
+    kinds = np.array([im.kind for im in images])
+    (_, _), (x_test, _) = data.load_mnist()
+    limit = 500 if ctx.quick else len(x_test)
+    mnist_conf = predict.predict_proba(model, data.normalize_images(x_test[:limit])).max(axis=1)
+    if "user_style_min_confidence" not in ctx.cache:
+        section_realworld(ctx)
+    user_conf = np.array(ctx.cache["user_style_min_confidence"])
+    thresholds = np.round(np.linspace(0, 0.95, 20), 2)
+    curve = [{"threshold": float(t),
+              "nondigits_rejected": float(np.mean(nondigit_conf < t)),
+              "mnist_test_rejected": float(np.mean(mnist_conf < t)),
+              "user_style_rejected": float(np.mean(user_conf < t))} for t in thresholds]
+    chosen = reading.DEFAULT_THRESHOLD
+    return {"model": str(model_path), "threshold": chosen, "nondigit_images": n,
+            "mnist_test_images": int(limit), "user_style_images": len(user_conf),
+            "nondigits_rejected": float(np.mean(nondigit_conf < chosen)),
+            "mnist_test_rejected": float(np.mean(mnist_conf < chosen)),
+            "user_style_rejected": float(np.mean(user_conf < chosen)),
+            "per_kind": {k: {"images": int((kinds == k).sum()),
+                             "rejected": float(np.mean(nondigit_conf[kinds == k] < chosen))}
+                         for k in userimages.NONDIGIT_KINDS if (kinds == k).any()},
+            "curve": curve}
+
+
+def rejection_figure(r: dict[str, Any]) -> Any:
+    """The rejection section's curve: share rejected against the threshold, per image set."""
+    import matplotlib.pyplot as plt
+
+    from mnist_digits import plots  # noqa: F401  (selects the Agg backend)
+
+    curve = r["curve"]
+    t = [c["threshold"] for c in curve]
+    fig, ax = plt.subplots(figsize=(6.5, 4.2), layout="constrained")
+    ax.plot(t, [c["nondigits_rejected"] for c in curve], "-o", markersize=3,
+            label=f"non-digit drawings ({r['nondigit_images']})")
+    ax.plot(t, [c["user_style_rejected"] for c in curve], "-s", markersize=3,
+            label=f"user-style digits ({r['user_style_images']})")
+    ax.plot(t, [c["mnist_test_rejected"] for c in curve], "-^", markersize=3,
+            label=f"MNIST test digits ({r['mnist_test_images']})")
+    ax.axvline(r["threshold"], color="grey", linestyle=":",
+               label=f"operating point {r['threshold']:g}: {r['nondigits_rejected']:.1%} / "
+                     f"{r['user_style_rejected']:.1%} / {r['mnist_test_rejected']:.1%}")
+    ax.set_xlabel("Threshold on the calibrated confidence")
+    ax.set_ylabel("Share of images rejected")
+    ax.set_ylim(0, 1.02)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="center right", fontsize=8)
+    ax.set_title("Rejection: what the threshold trades")
+    return fig
+
+
+def section_calibration(ctx: Context) -> dict[str, Any]:
+    """Expected calibration error of every preset (one seed each), before and after scaling."""
+    from mnist_digits import models
+
+    names = ["mlp_small", "cnn_fast"] if ctx.quick else models.list_models()
+    out = {}
+    for name in names:
+        trained = _train_many("preset", name, 1, ctx)
+        out[name] = {"test_accuracy": trained["test_accuracy_mean"],
+                     **trained["runs"][0]["calibration"]}
+    return out
 
 
 def section_inference(ctx: Context) -> dict[str, Any]:
@@ -396,7 +552,10 @@ SECTIONS: dict[str, Callable[[Context], dict[str, Any]]] = {
     "training": section_training,
     "ablation": section_ablation,
     "best": section_best,
+    "calibration": section_calibration,
     "realworld": section_realworld,
+    "numbers": section_numbers,
+    "rejection": section_rejection,
     "inference": section_inference,
     "load": section_load,
 }
@@ -434,21 +593,77 @@ def to_markdown(result: dict[str, Any]) -> str:
                   f"**{100 * e['test_accuracy']:.2f}** ({e['num_errors']} errors) | – | – |",
                   "", "Single runs: " + ", ".join(f"{100 * x['test_accuracy']:.2f}%"
                                                   for x in r["runs"]), ""]
+    if "calibration" in sections:
+        lines += ["## Calibration (`calibration`, one seed per preset)", "",
+                  "Expected calibration error on the test set (15 equal-width bins), before and "
+                  "after the temperature fitted on the validation set.", "",
+                  "| preset | test acc. (%) | temperature | test ECE before | test ECE after |",
+                  "|---|--:|--:|--:|--:|"]
+        for name, r in sections["calibration"].items():
+            if isinstance(r, dict):
+                lines.append(f"| `{name}` | {100 * r['test_accuracy']:.2f} | "
+                             f"{r['temperature']:.3f} | {r['test_ece_uncalibrated']:.2%} | "
+                             f"**{r['test_ece']:.2%}** |")
+        lines.append("")
     if "realworld" in sections:
         r = sections["realworld"]
         acc = r["model_mnist_test_accuracy"]
-        lines += ["## User-style images (`realworld`)", "",
-                  f"{r['images']} MNIST test digits drawn as photos, scans and canvas exports; "
-                  f"model `{r['model']}`"
-                  + (f" (MNIST test accuracy {100 * acc:.2f}%)" if acc is not None else ""), "",
-                  "| approach | accuracy |", "|---|--:|",
-                  f"| `predict` (MNIST-style preprocessing) | {100 * r['accuracy']:.2f}% |",
-                  f"| naive: shrink the whole image to 28×28 | {100 * r['naive_accuracy']:.2f}% |",
-                  "", "| image kind | images | accuracy |", "|---|--:|--:|"]
-        lines += [f"| {k} | {v['images']} | {100 * v['accuracy']:.2f}% |"
+        lines += ["## User-style images and tight crops (`realworld`)", "",
+                  f"MNIST test digits (writers the training set does not have) drawn as photos, "
+                  f"scans and canvas exports, and as tightly cropped scans; model `{r['model']}`"
+                  + (f" (MNIST test accuracy {100 * acc:.2f}%)" if acc is not None else "")
+                  + f", threshold {r['threshold']:g}. An `unsure` answer counts as wrong.", "",
+                  "| images | read right | unsure | most probable digit right | naive: shrink "
+                  "the image to 28×28 |", "|---|--:|--:|--:|--:|"]
+        for family in ("user_style", "tight_crops"):
+            f = r[family]
+            lines.append(f"| {family.replace('_', '-')} ({f['images']}) | "
+                         f"**{100 * f['accuracy']:.2f}%** | {100 * f['unsure_rate']:.2f}% | "
+                         f"{100 * f['argmax_accuracy']:.2f}% | "
+                         f"{100 * f['naive_accuracy']:.2f}% |")
+        lines += ["", "| image kind | images | read right | unsure |", "|---|--:|--:|--:|"]
+        for family in ("user_style", "tight_crops"):
+            lines += [f"| {k} | {v['images']} | {100 * v['accuracy']:.2f}% | "
+                      f"{100 * v['unsure_rate']:.2f}% |" for k, v in r[family]["per_kind"].items()]
+        lines += ["", f"Median time to read one image: "
+                      f"{r['user_style']['read_ms_median']:.1f} ms (user-style), "
+                      f"{r['tight_crops']['read_ms_median']:.1f} ms (tight crops).", ""]
+    if "numbers" in sections:
+        r = sections["numbers"]
+        lines += ["## Handwritten numbers (`numbers`)", "",
+                  f"{r['images']} numbers of 2-6 MNIST test digits, mixed sizes, gaps of 0.1-0.6 "
+                  f"of a digit's height, a slope of up to 6°, specks, on plain, ruled or squared "
+                  f"paper; threshold {r['threshold']:g}.", "",
+                  "| measure | value |", "|---|--:|",
+                  f"| read exactly | **{100 * r['exact']:.2f}%** |",
+                  f"| right number of digits found | {100 * r['digit_count_right']:.2f}% |",
+                  f"| unsure | {100 * r['unsure_rate']:.2f}% |",
+                  "| read exactly, by length | " + ", ".join(
+                      f"{k}: {100 * v['exact']:.1f}%" for k, v in r["per_length"].items()) + " |",
+                  "| read exactly, by paper | " + ", ".join(
+                      f"{k}: {100 * v['exact']:.1f}%" for k, v in r["per_paper"].items()) + " |",
+                  f"| median time per image | {r['read_ms_median']:.1f} ms |", ""]
+    if "rejection" in sections:
+        r = sections["rejection"]
+        lines += ["## Not a digit (`rejection`)", "",
+                  f"Threshold {r['threshold']:g} on the calibrated confidence; an image is "
+                  f"rejected when its status is not `ok`.", "",
+                  "| images | rejected |", "|---|--:|",
+                  f"| non-digit drawings ({r['nondigit_images']}) | "
+                  f"**{100 * r['nondigits_rejected']:.2f}%** |",
+                  f"| MNIST test digits ({r['mnist_test_images']}) | "
+                  f"{100 * r['mnist_test_rejected']:.2f}% |",
+                  f"| user-style digits ({r['user_style_images']}) | "
+                  f"{100 * r['user_style_rejected']:.2f}% |", "",
+                  "| non-digit kind | images | rejected |", "|---|--:|--:|"]
+        lines += [f"| {k} | {v['images']} | {100 * v['rejected']:.2f}% |"
                   for k, v in r["per_kind"].items()]
-        lines += ["", f"Median preprocessing time: {r['preprocess_ms_median']:.1f} ms per image.",
-                  ""]
+        lines += ["", "| threshold | non-digits rejected | user-style rejected | MNIST test "
+                      "rejected |", "|--:|--:|--:|--:|"]
+        lines += [f"| {c['threshold']:.2f} | {100 * c['nondigits_rejected']:.1f}% | "
+                  f"{100 * c['user_style_rejected']:.2f}% | "
+                  f"{100 * c['mnist_test_rejected']:.2f}% |" for c in r["curve"]]
+        lines.append("")
     if "inference" in sections:
         r = sections["inference"]
         lines += ["## Inference (`inference`)", "", "| measure | value |", "|---|--:|",
@@ -548,10 +763,14 @@ def run_bench(*, model_path: str | None = None, model: Any = None, only: str | N
         start = time.perf_counter()
         result["sections"][name] = SECTIONS[name](ctx)
         result["sections"][name]["seconds"] = time.perf_counter() - start
+        ctx.cache[name] = result["sections"][name]
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     stem = f"{stamp:%Y-%m-%d}-{result['machine']['host']}" + ("-quick" if quick else "") + \
         (f"-{'-'.join(names)}" if only else "")
+    if "rejection" in result["sections"]:
+        runs.save_figure(rejection_figure(result["sections"]["rejection"]),
+                         out_dir / f"{stem}-{REJECTION_PLOT}")
     runs.write_json(out_dir / f"{stem}.json", result)
     runs.atomic_write_text(out_dir / f"{stem}.md", to_markdown(result))
     return result, out_dir / f"{stem}.json"

@@ -51,6 +51,16 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _threshold(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text!r}") from None
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {value}")
+    return value
+
+
 def _option(text: str) -> tuple[str, Any]:
     """Parses `KEY=VALUE`, VALUE as JSON when it parses (numbers, lists, true), else a string."""
     key, sep, value = text.partition("=")
@@ -88,6 +98,9 @@ def _add_training_flags(p: argparse.ArgumentParser) -> None:
                    help="training augmentation: none, light, standard or strong, or key=value "
                         "pairs such as rotation=10,shift=2,zoom=0.1,squish=0.1,elastic=0.5,"
                         "erasing=0.25 (replaces the model's own policy)")
+    g.add_argument("--outliers", type=float, metavar="SHARE",
+                   help="synthetic non-digits added to training, as a share of it (e.g. 0.15), "
+                        "so the model learns to say 'not a digit'")
     g.add_argument("--val-size", type=_positive_int, help="validation images (default 10000)")
     g.add_argument("--option", type=_option, action="append", dest="model_options",
                    metavar="KEY=VALUE", help="a model builder option, e.g. dropout=0.3; repeatable")
@@ -153,26 +166,40 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("predict", help="read digits from image files or folders")
     p.add_argument("paths", nargs="+", metavar="PATH", help="image files, or folders (recursive)")
-    p.add_argument("--model", default=str(Path(DEFAULT_RESULTS_DIR) / "latest"),
-                   help="run folder or .keras file (default: results/latest)")
+    p.add_argument("--model", help="run folder or .keras file (default: the packaged, "
+                                   "calibrated reading model; results/latest is your last run)")
     p.add_argument("--format", choices=("text", "jsonl", "csv"), default="text")
     p.add_argument("--top", type=_positive_int, default=1, metavar="K",
                    help="show the K most probable digits (text, jsonl)")
     p.add_argument("--batch-size", type=_positive_int, default=256)
     p.add_argument("--save-preprocessed", type=Path, metavar="DIR",
                    help="write the 28x28 images the model saw into DIR")
+    p.add_argument("--threshold", type=_threshold, default=None, metavar="P",
+                   help="calibrated confidence under which a digit is 'unsure' (default "
+                        "0.5); higher rejects more")
 
     p = sub.add_parser("serve", help="the drawing web page and its JSON API")
-    p.add_argument("--model", default=str(Path(DEFAULT_RESULTS_DIR) / "latest"),
-                   help="run folder or .keras file (default: results/latest)")
+    p.add_argument("--model", help="run folder or .keras file (default: the packaged, "
+                                   "calibrated reading model; results/latest is your last run)")
     p.add_argument("--host", default="127.0.0.1", help="default 127.0.0.1 (this machine only)")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--max-upload-mb", type=_positive_float, default=5.0)
+    p.add_argument("--threshold", type=_threshold, default=None, metavar="P",
+                   help="calibrated confidence under which a digit is 'unsure' (default 0.5)")
 
     p = sub.add_parser("export", help="export a model for serving elsewhere, verified")
     p.add_argument("--model", required=True, help="run folder or .keras file")
     p.add_argument("--format", required=True, choices=("savedmodel", "litert", "onnx"))
     p.add_argument("--out", type=Path, required=True, help="output folder or file")
+    p = sub.add_parser("package-model", help="put a finished, calibrated run into the package "
+                                             "as the default model, with its model card")
+    p.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="the finished run")
+    p.add_argument("--threshold", type=_threshold, default=None, metavar="P",
+                   help="the operating point the card states (default 0.5)")
+    p.add_argument("--bench", type=Path, metavar="FILE",
+                   help="a bench result JSON measured with this model, for the card's figures")
+    p.add_argument("--dest", type=Path, help="target folder (default: the package's pretrained/)")
+
     p = sub.add_parser("bench", help="measure and record: training speed and accuracy against "
                                      "reference recipes, ensembles, user-style images, inference")
     p.add_argument("--model", help="run folder or .keras file for realworld and inference "
@@ -191,7 +218,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 _TRAIN_FIELDS = ("model", "seed", "epochs", "batch_size", "optimizer", "learning_rate",
                  "lr_schedule", "warmup_epochs", "weight_decay", "label_smoothing",
-                 "early_stopping_patience", "augment", "val_size", "data_dir", "limit")
+                 "early_stopping_patience", "augment", "val_size", "data_dir", "limit", "outliers")
 
 
 def _cli_values(args: argparse.Namespace) -> dict[str, Any]:
@@ -328,11 +355,28 @@ def _progress(done: int, total: int) -> None:
     print(f"\r{done}/{total} images", end=end, file=sys.stderr, flush=True)
 
 
+def _text_line(result: Any, top: int) -> str:
+    """One line of `predict`'s text format: the number, and each digit's confidence."""
+    if result.error is not None:
+        return f"{result.path}: error: {result.error}"
+    if result.status == "no_digit":
+        return f"{result.path}: no digit"
+    if result.single:
+        shown = ", ".join(f"{d} ({p:.1%})" for d, p in result.top(top))
+    else:
+        shown = ", ".join(f"{d.digit} ({d.confidence:.1%}{', unsure' if d.unsure else ''})"
+                          for d in result.digits)
+    if result.status == "unsure":
+        return f"{result.path}: unsure, not confidently a digit (best guess: {shown})"
+    return f"{result.path}: {shown}" if result.single else f"{result.path}: {result.text} " \
+                                                             f"[{shown}]"
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
-    from mnist_digits import predict, preprocess
+    from mnist_digits import preprocess, reading
 
     model = _load_model_or_usage_error(args.model)
-    paths = predict.expand_paths(args.paths)
+    paths = reading.expand_paths(args.paths)
     if not paths:
         raise ConfigError("no image files found in " + ", ".join(args.paths))
     if args.save_preprocessed:
@@ -340,42 +384,46 @@ def cmd_predict(args: argparse.Namespace) -> int:
     show_progress = sys.stderr.isatty() and len(paths) > args.batch_size
     writer = csv.writer(sys.stdout, lineterminator="\n") if args.format == "csv" else None
     if writer:
-        writer.writerow(["path", "digit", "confidence", *(f"p{d}" for d in range(10)), "error"])
+        writer.writerow(["path", "status", "text", "digit", "confidence",
+                         *(f"p{d}" for d in range(10)), "error"])
     failed = 0
-    results = predict.predict_files(model, paths, batch_size=args.batch_size,
-                                    progress=_progress if show_progress else None)
+    threshold = reading.DEFAULT_THRESHOLD if args.threshold is None else args.threshold
+    results = reading.read_files(model, paths, threshold=threshold,
+                                 batch_size=args.batch_size,
+                                 progress=_progress if show_progress else None)
     for i, result in enumerate(results):
         failed += result.error is not None
-        if args.save_preprocessed and result.frame is not None:
-            name = f"{i:05d}-{Path(result.path).stem}.png"
-            (args.save_preprocessed / name).write_bytes(preprocess.to_png(result.frame))
+        if args.save_preprocessed:
+            for k, found in enumerate(result.digits):
+                suffix = f"-{k}" if len(result.digits) > 1 else ""
+                name = f"{i:05d}-{Path(result.path).stem}{suffix}.png"
+                (args.save_preprocessed / name).write_bytes(preprocess.to_png(found.frame))
         if args.format == "jsonl":
             record = result.to_dict()
-            if args.top > 1 and result.error is None:
+            if args.top > 1 and result.single:
                 record["top"] = [[d, p] for d, p in result.top(args.top)]
             print(json.dumps(record))
         elif writer:
             probs = result.probabilities or [""] * 10
-            writer.writerow([result.path, "" if result.digit is None else result.digit,
+            writer.writerow([result.path, result.status, result.text or "",
+                             "" if result.digit is None else result.digit,
                              "" if result.confidence is None else result.confidence, *probs,
                              result.error or ""])
-        elif result.error is not None:
-            print(f"{result.path}: error: {result.error}")
-        elif result.digit is None:
-            print(f"{result.path}: no digit")
         else:
-            print(f"{result.path}: " + ", ".join(f"{d} ({p:.1%})" for d, p in
-                                                 result.top(args.top)))
+            print(_text_line(result, args.top))
     return EXIT_ERROR if failed else 0
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from mnist_digits import reading
     from mnist_digits.serve.app import create_app
 
     model = _load_model_or_usage_error(args.model)
-    app = create_app(model, max_upload_bytes=int(args.max_upload_mb * 1024 * 1024))
+    threshold = reading.DEFAULT_THRESHOLD if args.threshold is None else args.threshold
+    app = create_app(model, max_upload_bytes=int(args.max_upload_mb * 1024 * 1024),
+                     threshold=threshold)
     print(f"Serving on http://{args.host}:{args.port}/ (Ctrl-C stops)", flush=True)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
     return 0
@@ -406,10 +454,22 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_package_model(args: argparse.Namespace) -> int:
+    from mnist_digits import pretrained, reading, runs
+
+    bench = {**runs.read_json(args.bench), "_path": str(args.bench)} if args.bench else None
+    threshold = reading.DEFAULT_THRESHOLD if args.threshold is None else args.threshold
+    target = pretrained.package_model(args.run_dir, threshold=threshold, bench=bench,
+                                      dest=args.dest)
+    print(f"packaged {args.run_dir} as {target}, with {pretrained.CARD_MD}")
+    print(target)
+    return 0
+
+
 COMMANDS = {"train": cmd_train, "data": cmd_data, "evaluate": cmd_evaluate,
             "list-models": cmd_list_models, "compare": cmd_compare, "ensemble": cmd_ensemble,
             "predict": cmd_predict, "serve": cmd_serve, "export": cmd_export,
-            "bench": cmd_bench}
+            "package-model": cmd_package_model, "bench": cmd_bench}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -46,6 +46,8 @@ class TrainConfig:
         seed: seed for `keras.utils.set_random_seed` (weights, shuffling, dropout).
         data_dir: folder with the MNIST files; None means the vendored copy.
         limit: if set, use only the first `limit` images of each split (smoke tests).
+        outliers: synthetic non-digits added to the training set, as a share of its size, with
+            a uniform target (outlier exposure, see `outliers`); 0 adds none.
     """
 
     model: str = DEFAULT_MODEL
@@ -64,6 +66,7 @@ class TrainConfig:
     seed: int = 0
     data_dir: str | None = None
     limit: int | None = None
+    outliers: float = 0.0
 
     def __post_init__(self) -> None:
         # Types first, so a JSON file with "epochs": "ten" gets a clear message, not a crash later.
@@ -96,6 +99,8 @@ class TrainConfig:
                               f"{self.early_stopping_patience}")
         if self.val_size < 1:
             raise ConfigError(f"val_size must be at least 1, got {self.val_size}")
+        if not 0 <= self.outliers <= 1:
+            raise ConfigError(f"outliers must be in [0, 1], got {self.outliers}")
         if self.limit is not None and self.limit < 1:
             raise ConfigError(f"limit must be at least 1, got {self.limit}")
         # A plain dict, so the config serializes and compares the same whatever was passed in.

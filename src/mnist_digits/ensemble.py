@@ -72,7 +72,7 @@ def make_ensemble(
             validation images in training).
         RunError: a member folder or model is missing or cannot be loaded.
     """
-    from mnist_digits import evaluate, predict, train  # late: heavy imports
+    from mnist_digits import data, evaluate, predict, train  # late: heavy imports
 
     folders = [runs.resolve_run_dir(d) for d in run_dirs]
     if len(folders) < MIN_MEMBERS:
@@ -107,7 +107,12 @@ def make_ensemble(
         "ensemble": {"name": name, "members": infos, "data": settings},
         "environment": train.environment()})
     modelfile.save_model(model, run_dir / runs.MODEL)
+    # Averaging calibrated members gives an under-confident mean: the ensemble gets its own
+    # temperature, fitted on the members' common validation set.
+    splits = data.make_splits(*data.load_mnist(settings["data_dir"]),
+                              val_size=settings["val_size"], limit=settings["limit"])
+    train.calibrate_saved_model(run_dir / runs.MODEL, splits)
     log.info("ensemble of %d members saved in %s; evaluating", len(members), run_dir)
     # Evaluating the saved file, not the in-memory model, proves the file loads and predicts.
-    return run_dir, evaluate.evaluate_run(run_dir)
+    return run_dir, evaluate.evaluate_run(run_dir, splits=splits)
 

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 from sklearn import metrics as skm
 
-from mnist_digits import data, models, plots, runs
+from mnist_digits import calibrate, data, models, plots, runs
 from mnist_digits.config import TrainConfig, split_settings
 
 
@@ -137,10 +137,12 @@ def write_report(run_dir: Path, model: Any, splits: data.Splits, *, header: dict
     """
     from mnist_digits import predict  # late: imports Keras
 
-    val = evaluate_predictions(splits.y_val.argmax(axis=1),
-                               predict.predict_proba(model, splits.x_val))
-    test_labels = splits.test_labels
-    test = evaluate_predictions(test_labels, predict.predict_proba(model, splits.x_test))
+    val_labels, test_labels = splits.y_val.argmax(axis=1), splits.test_labels
+    val_probabilities = predict.predict_proba(model, splits.x_val)
+    test_probabilities = predict.predict_proba(model, splits.x_test)
+    val = evaluate_predictions(val_labels, val_probabilities)
+    test = evaluate_predictions(test_labels, test_probabilities)
+    raw_test = predict.predict_proba(calibrate.uncalibrated(model), splits.x_test)
     metrics = {
         **header,
         "params": models.count_params(model),
@@ -152,6 +154,13 @@ def write_report(run_dir: Path, model: Any, splits: data.Splits, *, header: dict
         "most_confused": test["most_confused"],
         "confusion_matrix": test["confusion_matrix"],
         "num_errors": len(test["errors"]),
+        "calibration": {
+            "temperature": calibrate.temperature_of(model),
+            "val_ece": calibrate.expected_calibration_error(val_labels, val_probabilities),
+            "test_ece": calibrate.expected_calibration_error(test_labels, test_probabilities),
+            "test_ece_uncalibrated": calibrate.expected_calibration_error(test_labels, raw_test),
+            "bins": calibrate.ECE_BINS,
+        },
     }
     runs.write_json(run_dir / runs.METRICS, metrics)
     runs.atomic_write_text(run_dir / runs.ERRORS, errors_csv(test["errors"]))
@@ -161,6 +170,14 @@ def write_report(run_dir: Path, model: Any, splits: data.Splits, *, header: dict
         runs.save_figure(plots.training_curves(history, title=title), run_dir / runs.CURVES_PLOT)
     runs.save_figure(plots.confusion_matrix(np.array(test["confusion_matrix"]), title=title),
                      run_dir / runs.CONFUSION_PLOT)
+    calibration = metrics["calibration"]
+    runs.save_figure(plots.reliability_diagram(
+        {"uncalibrated": calibrate.reliability(test_labels, raw_test),
+         "calibrated": calibrate.reliability(test_labels, test_probabilities)},
+        {"uncalibrated": calibration["test_ece_uncalibrated"],
+         "calibrated": calibration["test_ece"]},
+        title=f"{title}, test set, T = {calibration['temperature'] or 1:.3f}"),
+        run_dir / runs.CALIBRATION_PLOT)
     gallery = test["errors"][:plots.GALLERY_MAX]
     runs.save_figure(
         plots.misclassified_gallery(

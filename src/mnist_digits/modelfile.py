@@ -27,8 +27,9 @@ from typing import Any
 
 import keras
 
-# augment registers its layers with Keras, which both the class check and loading need.
-from mnist_digits import __version__, augment, runs  # noqa: F401
+# augment and calibrate register their layers with Keras, which both the class check and loading
+# need.
+from mnist_digits import __version__, augment, calibrate, runs  # noqa: F401
 from mnist_digits.errors import RunError
 
 log = logging.getLogger(__name__)

@@ -140,3 +140,37 @@ def comparison_bars(rows: Sequence[Mapping[str, float | str]], *, title: str) ->
                     textcoords="offset points", xytext=(0, 3), ha="center", fontsize=8)
     plt.setp(ax.get_xticklabels(), rotation=20, ha="right")
     return fig
+
+
+def reliability_diagram(tables: Mapping[str, Mapping[str, Sequence[float]]],
+                        eces: Mapping[str, float], *, title: str) -> Figure:
+    """Accuracy against confidence per bin, one line per curve, beside the diagonal.
+
+    Args:
+        tables: curve name -> `calibrate.reliability` output (edges, count, confidence,
+            accuracy).
+        eces: curve name -> its expected calibration error, shown in the legend.
+        title: the figure's title.
+    """
+    fig, (ax, counts) = plt.subplots(2, 1, figsize=(5.5, 6.5), height_ratios=(3, 1),
+                                     sharex=True, layout="constrained")
+    ax.plot([0, 1], [0, 1], ":", color="grey", label="perfect calibration")
+    for name, table in tables.items():
+        confidence = np.asarray(table["confidence"], float)
+        accuracy = np.asarray(table["accuracy"], float)
+        filled = np.asarray(table["count"]) > 0
+        ax.plot(confidence[filled], accuracy[filled], "-o", markersize=4,
+                label=f"{name} (ECE {eces[name]:.2%})")
+        edges = np.asarray(table["edges"])
+        counts.bar(edges[:-1], table["count"], width=np.diff(edges), align="edge", alpha=0.5,
+                   label=name)
+    ax.set_ylabel("Accuracy")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.02)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="upper left")
+    ax.set_title(f"Reliability: {title}")
+    counts.set_yscale("log")
+    counts.set_xlabel("Confidence of the predicted digit (15 bins)")
+    counts.set_ylabel("Images")
+    return fig

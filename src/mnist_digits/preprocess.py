@@ -25,6 +25,7 @@ canvas as a PNG rather than doing any of this in JavaScript.
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import os
 import warnings
@@ -48,6 +49,7 @@ STROKE_RATIO = 0.12  # MNIST's median stroke width / box side, with `stroke_widt
 MIN_CONTRAST = 0.12  # ink must differ from paper by this much of the full range to count
 MIN_INK_FRACTION = 0.0005  # less ink than this share of the image is "no digit"
 SPECK_RATIO = 0.08  # ink components under this share of the largest one are noise
+PAD_RATIO = 0.2  # paper added around the image, as a share of its longer side
 
 
 class ImageError(MnistDigitsError):
@@ -154,6 +156,71 @@ def _reduce(gray: np.ndarray, longest: int) -> np.ndarray:
     return gray if max(gray.shape) <= longest else _resize(gray, longest)
 
 
+AMBIGUOUS_BORDER = 0.2  # the paper's side of the border is uncertain between these shares
+
+
+def _border_split(gray: np.ndarray
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
+    """The border pixels' design matrix and values, a first plane, and the lighter side.
+
+    Returns:
+        `(design, values, plane, upper)`: `upper` marks border pixels on the lighter side of an
+        Otsu split of the residuals, or is None when the border is all paper (grain and
+        lighting only).
+    """
+    h, w = gray.shape
+    rows, cols = np.mgrid[0:h, 0:w]
+    edge = np.zeros((h, w), bool)
+    edge[[0, -1], :] = edge[:, [0, -1]] = True
+    design = np.column_stack([rows[edge], cols[edge], np.ones(edge.sum())]).astype(np.float64)
+    values = gray[edge].astype(np.float64)
+    plane, *_ = np.linalg.lstsq(design, values, rcond=None)
+    residual = values - design @ plane
+    low, high = np.percentile(residual, [2, 98])
+    if high - low < 2 * MIN_CONTRAST:
+        return design, values, plane, None
+    split = low + _otsu((residual - low) / (high - low)) * (high - low)
+    return design, values, plane, residual >= split
+
+
+def paper_is_ambiguous(gray: np.ndarray) -> bool:
+    """Whether ink covers so much of the border that either side could be the paper.
+
+    That happens in tight crops with a thick pen; `reading` then tries both and keeps the
+    reading the model is surer of.
+    """
+    if gray.size < 16:
+        return False
+    upper = _border_split(gray)[3]
+    return upper is not None and AMBIGUOUS_BORDER <= upper.mean() <= 1 - AMBIGUOUS_BORDER
+
+
+def paper_plane(gray: np.ndarray, paper: str | None = None) -> np.ndarray:
+    """The paper's brightness as a plane `a*row + b*col + c`, fitted to the border pixels.
+
+    The border is usually paper, but in a tight crop strokes run into it, and a thick pen can
+    cover half of it. So a first plane takes out the lighting gradient, the residuals are split
+    in two by Otsu's method, and the plane is fitted again to the paper's side: the side that
+    holds most of the border, or the one `paper` names.
+
+    Args:
+        gray: luminance in [0, 1].
+        paper: `"light"` or `"dark"` to say which side is paper; None decides by the border.
+
+    Returns:
+        float64 `(3,)`: a, b, c.
+    """
+    design, values, plane, upper = _border_split(gray)
+    if upper is None:
+        return plane
+    if paper is None:
+        paper = "light" if upper.mean() >= 0.5 else "dark"
+    side = upper if paper == "light" else ~upper
+    if side.sum() >= 3:
+        plane, *_ = np.linalg.lstsq(design[side], values[side], rcond=None)
+    return plane
+
+
 def ink_is_dark(gray: np.ndarray) -> bool:
     """Whether the ink is darker than the paper.
 
@@ -165,29 +232,46 @@ def ink_is_dark(gray: np.ndarray) -> bool:
     h, w = gray.shape
     if h * w < 16:  # too few pixels to tell paper from ink: most images are on light paper
         return float(np.median(gray)) > 0.5
+    plane = paper_plane(gray)
     rows, cols = np.mgrid[0:h, 0:w]
-    edge = np.zeros((h, w), bool)
-    edge[[0, -1], :] = edge[:, [0, -1]] = True
-    design = np.column_stack([rows[edge], cols[edge], np.ones(edge.sum())]).astype(np.float64)
-    plane, *_ = np.linalg.lstsq(design, gray[edge].astype(np.float64), rcond=None)
     residual = (gray - (plane[0] * rows + plane[1] * cols + plane[2])).ravel()
     k = max(4, residual.size // 1000)  # the most extreme 0.1%: a thin digit has at least that
     extremes = np.partition(residual, (k, residual.size - k))
     darkest, lightest = -extremes[:k].mean(), extremes[-k:].mean()
     if abs(darkest - lightest) < 1e-3:  # no clear ink either way: fall back on the paper
-        return float(np.median(gray[edge])) > 0.5
+        edge = np.concatenate([gray[[0, -1], :].ravel(), gray[:, [0, -1]].ravel()])
+        return float(np.median(edge)) > 0.5
     return bool(darkest > lightest)
 
 
-def ink_map(gray: np.ndarray) -> np.ndarray:
-    """Ink strength in [0, 1] (1 = ink), background removed.
+def pad_with_paper(gray: np.ndarray, margin: int, paper: str | None = None) -> np.ndarray:
+    """`gray` with `margin` pixels of paper added on every side.
 
-    Dark ink (see `ink_is_dark`) is inverted first. Uneven lighting is removed by subtracting a
-    grey opening much larger than a stroke, which keeps the slowly varying background and drops
-    the thin ink.
+    A tight crop (strokes touching the edges, the digit filling the image) then looks like a
+    digit on a sheet: the background estimate no longer mistakes thick strokes for paper, and a
+    bar along the edge is not taken for a ruled line. The paper is the border plane (see
+    `paper_plane`) carried on outwards, so a lighting gradient continues without a step.
     """
     h, w = gray.shape
-    ink = 1.0 - gray if ink_is_dark(gray) else gray.copy()
+    plane = paper_plane(gray, paper) if h * w >= 16 else np.array([0, 0, np.median(gray)])
+    rows, cols = np.mgrid[-margin:h + margin, -margin:w + margin]
+    out = (plane[0] * rows + plane[1] * cols + plane[2]).astype(np.float32)
+    out = np.clip(out, 0, 1)
+    out[margin:margin + h, margin:margin + w] = gray
+    return out
+
+
+def ink_map(gray: np.ndarray, dark: bool | None = None) -> np.ndarray:
+    """Ink strength in [0, 1] (1 = ink), background removed.
+
+    Dark ink (see `ink_is_dark`, or `dark` when given) is inverted first. Uneven lighting is
+    removed by subtracting a grey opening much larger than a stroke, which keeps the slowly
+    varying background and drops the thin ink.
+    """
+    h, w = gray.shape
+    if dark is None:
+        dark = ink_is_dark(gray)
+    ink = 1.0 - gray if dark else gray.copy()
     # Background estimate on a small copy: an opening wider than any stroke, then smoothed.
     small = _reduce(ink, 96)
     size = max(3, min(small.shape) // 4)
@@ -228,24 +312,39 @@ def _disk(radius: int) -> np.ndarray:
     return (r[:, None] ** 2 + r[None, :] ** 2) <= radius ** 2 + 0.5
 
 
-def remove_ruled_lines(ink: np.ndarray, threshold: float) -> np.ndarray:
+def remove_ruled_lines(ink: np.ndarray, threshold: float,
+                       inner: tuple[int, int, int, int] | None = None) -> np.ndarray:
     """Ink with ruled or grid lines (thin bands inked edge to edge) painted out.
 
-    A band of rows inked across at least 90% of the width, and at most 2% of the height thick,
-    is a rule, not a stroke; it is repainted with the lesser of the rows just above and below
-    it, so digit strokes that cross the rule continue and the rule itself disappears. Columns
-    likewise (margins, grids). Images under 100 pixels are left alone: there one pixel is already
-    a thick band. If nothing but rules would remain, the ink is returned unchanged.
+    A band of rows inked across at least 90% of the image's width (at half the ink threshold:
+    printed rules are often fainter than the pen), and at most 2% of its height thick, is a
+    rule, not a stroke; it is repainted with the lesser of the rows just above and below it, so
+    digit strokes that cross the rule continue and the rule itself disappears. Columns likewise
+    (margins, grids). Not a rule: a band as thick as the pen's strokes that is the outermost ink
+    on its side with almost no paper beyond it: that is the top bar of a 7 or the foot of a 2
+    in a tightly cropped digit. Images under 100 pixels are left alone: there one pixel is
+    already a thick band. If nothing but rules would remain, the ink is returned unchanged.
+
+    Args:
+        ink: the ink map.
+        threshold: the ink threshold.
+        inner: `(top, left, bottom, right)` of the original image inside padding added by
+            `pad_with_paper`; widths and margins are measured inside it. The whole image if None.
     """
+    top, left, bottom, right = inner or (0, 0, *ink.shape)
     out = ink.copy()
     changed = False
+    pen = None  # the strokes' width, measured only if a band at the edge needs it
     for axis in (0, 1):
-        view = out if axis == 0 else out.T  # rows of `view` are rows, then columns, of `out`
+        # Rows of `view` are rows, then columns, of `out`, limited to the original image.
+        view = out[top:bottom, left:right] if axis == 0 else out[top:bottom, left:right].T
         n, length = view.shape
         if n < 100 or length < 100:
             continue
-        inked = (view > threshold).mean(axis=1) >= 0.9
+        inked = (view > threshold / 2).mean(axis=1) >= 0.9
+        has_ink = (view > threshold).any(axis=1)
         band_limit = max(1, int(0.02 * n))
+        margin = max(2, int(0.05 * n))
         row = 0
         while row < n:
             if not inked[row]:
@@ -254,7 +353,12 @@ def remove_ruled_lines(ink: np.ndarray, threshold: float) -> np.ndarray:
             end = row
             while end < n and inked[end]:
                 end += 1
-            if end - row <= band_limit:
+            outermost = (not has_ink[:row].any() and row < margin) or \
+                        (not has_ink[end:].any() and n - end < margin)
+            if outermost and pen is None:
+                pen = stroke_width(ink[top:bottom, left:right] > threshold)
+            stroke_like = outermost and end - row >= 0.6 * pen
+            if end - row <= band_limit and not stroke_like:
                 above = view[row - 1] if row > 0 else np.zeros(length, view.dtype)
                 below = view[end] if end < n else np.zeros(length, view.dtype)
                 view[row:end] = np.minimum(above, below)
@@ -263,25 +367,36 @@ def remove_ruled_lines(ink: np.ndarray, threshold: float) -> np.ndarray:
     return out if changed and (out > threshold).any() else ink
 
 
-def digit_mask(ink: np.ndarray) -> tuple[np.ndarray, float] | None:
+def digit_mask(ink: np.ndarray, inner: tuple[int, int, int, int] | None = None
+               ) -> tuple[np.ndarray, float] | None:
     """The pixels that belong to the digit and the ink threshold, or None if there is no digit.
+
+    Args:
+        ink: the ink map.
+        inner: `(top, left, bottom, right)` of the image inside the paper added by
+            `pad_with_paper`: the ink's statistics are taken there, not over the added paper.
+            The whole map if None.
 
     Raises nothing: blank paper, uniform colour and faint noise all give None.
     """
-    top = float(np.percentile(ink, 99.9))
+    top_, left, bottom, right = inner or (0, 0, *ink.shape)
+    original = ink[top_:bottom, left:right]
+    area = original.size
+    top = float(np.percentile(original, 99.9))
     if top < MIN_CONTRAST:
         return None
-    threshold = max(_otsu(np.clip(ink / top, 0, 1)) * top, MIN_CONTRAST / 2)
+    threshold = max(_otsu(np.clip(original / top, 0, 1)) * top, MIN_CONTRAST / 2)
     mask = ink > threshold
-    if mask.mean() < MIN_INK_FRACTION or mask.sum() < 4:
+    if mask.sum() < max(4.0, MIN_INK_FRACTION * area):
         return None
     labels, count = ndimage.label(mask, structure=np.ones((3, 3)))
     if count > 1:
         areas = np.bincount(labels.ravel())[1:]
         keep = np.flatnonzero(areas >= SPECK_RATIO * areas.max()) + 1
         mask = np.isin(labels, keep)
-    # Ink covering most of the frame is not a digit on paper (a photo of a wall, noise).
-    if mask.mean() > 0.6:
+    # Ink covering almost all of the image is not a digit on paper (a photo of a wall, noise);
+    # a thick pen in a tight crop can cover well over half.
+    if mask.sum() > 0.85 * area:
         return None
     return mask, threshold
 
@@ -300,10 +415,10 @@ def digit_ink(ink: np.ndarray, mask: np.ndarray, threshold: float) -> np.ndarray
     soft = np.clip((ink - floor) / (core - floor), 0, 1)
     support = ndimage.binary_dilation(mask, iterations=max(2, round(0.05 * side)))
     soft = soft * support
-    return _crop(soft)
+    return crop_ink(soft)
 
 
-def _crop(values: np.ndarray) -> np.ndarray:
+def crop_ink(values: np.ndarray) -> np.ndarray:
     """Crops to the box of ink above 0.1: MNIST's 20-pixel box is measured that way (faint
     anti-aliasing may spill past it)."""
     rows, cols = np.nonzero(values > 0.1)
@@ -350,12 +465,12 @@ def normalize_strokes(digit: np.ndarray) -> np.ndarray:
     target = STROKE_RATIO * 4 * BOX
     # Below MNIST's 10th percentile of width (0.1 of the box): pen on paper, a thin brush.
     if width < 0.7 * target:
-        return _crop(ndimage.grey_dilation(
+        return crop_ink(ndimage.grey_dilation(
             work, footprint=_disk(round((0.9 * target - width) / 2))))
     if width > 2.2 * target:
         eroded = ndimage.grey_erosion(work, footprint=_disk(round((width - 1.5 * target) / 2)))
         if (eroded > 0.5).sum() > 0.3 * mask.sum():  # never erode a digit away
-            return _crop(eroded)
+            return crop_ink(eroded)
     return digit  # untouched: resampling up and down again would only blur it
 
 
@@ -377,19 +492,84 @@ def mnist_frame(digit: np.ndarray) -> np.ndarray:
     return (frame / peak if peak > 0 else frame).astype(np.float32)
 
 
-def preprocess_image(image: Image.Image) -> np.ndarray | None:
-    """A decoded image -> float32 `(28, 28)` in [0, 1], white digit on black; None if no digit."""
-    ink = ink_map(_reduce(to_gray(image), ANALYSIS_SIZE))
-    found = digit_mask(ink)
+@dataclasses.dataclass(frozen=True)
+class InkAnalysis:
+    """An image reduced to its ink, ready to be cut into digits.
+
+    Attributes:
+        ink: float32 `(h, w)` ink strength in [0, 1] at analysis resolution, with `margin`
+            pixels of added paper on every side.
+        mask: bool `(h, w)`, the pixels that are ink (rules and specks removed).
+        threshold: the ink threshold `mask` was cut at.
+        scale: source pixels per analysis pixel (1 unless the image was reduced).
+        margin: the paper added on each side, in analysis pixels.
+        source_size: `(width, height)` of the source image.
+        paper: `"light"` or `"dark"`: which the paper was taken to be.
+        ambiguous: the border did not say clearly which side is paper (see
+            `paper_is_ambiguous`); `analyse(image, paper=...)` gives the other reading.
+    """
+
+    ink: np.ndarray
+    mask: np.ndarray
+    threshold: float
+    scale: float
+    margin: int
+    source_size: tuple[int, int]
+    paper: str = "light"
+    ambiguous: bool = False
+
+    def to_source(self, box: tuple[int, int, int, int]) -> list[int]:
+        """An analysis-pixel box `(x0, y0, x1, y1)` (x1, y1 exclusive) in source pixels."""
+        width, height = self.source_size
+        x0, y0, x1, y1 = ((v - self.margin) * self.scale for v in box)
+        return [int(np.clip(np.floor(x0), 0, width)), int(np.clip(np.floor(y0), 0, height)),
+                int(np.clip(np.ceil(x1), 0, width)), int(np.clip(np.ceil(y1), 0, height))]
+
+
+def analyse(image: Image.Image, paper: str | None = None) -> InkAnalysis | None:
+    """Steps 2-5 of the module docstring: a decoded image -> its ink; None if there is none.
+
+    Args:
+        image: the decoded image.
+        paper: `"light"` or `"dark"` to force which side is paper; None decides (see
+            `ink_is_dark`).
+    """
+    gray = to_gray(image)
+    reduced = _reduce(gray, ANALYSIS_SIZE)
+    h, w = reduced.shape
+    ambiguous = paper is None and paper_is_ambiguous(reduced)
+    if paper is None:
+        paper = "dark" if h * w >= 16 and not ink_is_dark(reduced) else "light"
+    margin = max(2, round(PAD_RATIO * max(h, w)))
+    ink = ink_map(pad_with_paper(reduced, margin, paper), dark=paper == "light")
+    inner = (margin, margin, margin + h, margin + w)
+    found = digit_mask(ink, inner)
     if found is None:
         return None
-    cleaned = remove_ruled_lines(ink, found[1])
+    cleaned = remove_ruled_lines(ink, found[1], inner=inner)
     if cleaned is not ink:
         ink = cleaned
-        found = digit_mask(ink)
+        found = digit_mask(ink, inner)
         if found is None:
             return None
-    return mnist_frame(normalize_strokes(digit_ink(ink, *found)))
+    return InkAnalysis(ink, found[0], found[1], gray.shape[1] / w, margin,
+                       (gray.shape[1], gray.shape[0]), paper, ambiguous)
+
+
+def frame_region(ink: np.ndarray, mask: np.ndarray, threshold: float) -> np.ndarray:
+    """The 28x28 MNIST-style frame of the ink under `mask` (steps 6-7)."""
+    return mnist_frame(normalize_strokes(digit_ink(ink, mask, threshold)))
+
+
+def preprocess_image(image: Image.Image) -> np.ndarray | None:
+    """A decoded image -> float32 `(28, 28)` in [0, 1], white digit on black; None if no digit.
+
+    All the ink is taken as one digit; `segment.find_digits` cuts an image into several.
+    """
+    analysis = analyse(image)
+    if analysis is None:
+        return None
+    return frame_region(analysis.ink, analysis.mask, analysis.threshold)
 
 
 def preprocess_bytes(data: bytes, *, source: str = "<bytes>",
@@ -402,16 +582,15 @@ def preprocess_bytes(data: bytes, *, source: str = "<bytes>",
     return preprocess_image(open_image(data, source=source, max_pixels=max_pixels))
 
 
-def preprocess_file(path: str | os.PathLike, *,
-                    max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray | None:
-    """An image file -> MNIST-style `(28, 28)` float32, or None if it holds no digit.
+def read_file(path: str | os.PathLike) -> bytes:
+    """An image file's bytes.
 
     Raises:
-        ImageError: the file is missing, a folder, unreadable, or not a supported image.
+        ImageError: the file is missing, a folder, or unreadable.
     """
     path = Path(path)
     try:
-        data = path.read_bytes()
+        return path.read_bytes()
     except FileNotFoundError:
         raise ImageError(f"{path}: no such file", "missing") from None
     except IsADirectoryError:
@@ -420,7 +599,16 @@ def preprocess_file(path: str | os.PathLike, *,
         raise ImageError(f"{path}: permission denied", "unreadable") from None
     except OSError as err:
         raise ImageError(f"{path}: cannot read ({err.strerror})", "unreadable") from None
-    return preprocess_bytes(data, source=str(path), max_pixels=max_pixels)
+
+
+def preprocess_file(path: str | os.PathLike, *,
+                    max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray | None:
+    """An image file -> MNIST-style `(28, 28)` float32, or None if it holds no digit.
+
+    Raises:
+        ImageError: the file is missing, a folder, unreadable, or not a supported image.
+    """
+    return preprocess_bytes(read_file(path), source=str(path), max_pixels=max_pixels)
 
 
 def to_png(frame: np.ndarray) -> bytes:

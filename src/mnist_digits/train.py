@@ -8,8 +8,9 @@ Everything goes through `model.fit` and stock Keras callbacks:
 - `TensorBoard` logs to `tensorboard/`;
 - `BackupAndRestore` backs up every epoch to `backup/`, so `--resume` continues an interrupted
   run from its last completed epoch.
-After fitting, the best checkpoint is reloaded and evaluated, so the figures in `metrics.json`
-are those of the `model.keras` the run leaves behind.
+After fitting, the best checkpoint is reloaded, a temperature is fitted on the validation set
+and stored in it (`calibrate`), and that model is evaluated, so the figures in `metrics.json` are
+those of the `model.keras` the run leaves behind.
 """
 
 from __future__ import annotations
@@ -28,7 +29,17 @@ from typing import Any
 import keras
 import numpy as np
 
-from mnist_digits import __version__, augment, data, modelfile, models, runs
+from mnist_digits import (
+    __version__,
+    augment,
+    calibrate,
+    data,
+    modelfile,
+    models,
+    outliers,
+    predict,
+    runs,
+)
 from mnist_digits.config import TrainConfig
 from mnist_digits.errors import RunError
 
@@ -172,6 +183,40 @@ def _prepare_resume(run_dir: Path) -> None:
     log.info("resuming %s after %d completed epoch(s)", run_dir, completed)
 
 
+def with_outliers(config: TrainConfig, x_train: np.ndarray, y_train: np.ndarray
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """The training set with `config.outliers` of synthetic non-digits added (uniform targets).
+
+    The validation and test sets stay pure MNIST: model selection, calibration and the reported
+    accuracy are about digits.
+    """
+    count = round(config.outliers * len(x_train))
+    if count == 0:
+        return x_train, y_train
+    rng = np.random.default_rng([config.seed, 7919])  # its own stream: weights' seed unchanged
+    digits = (np.round(x_train[..., 0] * 255).astype(np.uint8), y_train.argmax(axis=1))
+    extra = outliers.make_outliers(count, rng, digits)
+    uniform = np.full((count, y_train.shape[1]), 1.0 / y_train.shape[1], np.float32)
+    log.info("outlier exposure: %d synthetic non-digits added to %d training images", count,
+             len(x_train))
+    return np.concatenate([x_train, extra]), np.concatenate([y_train, uniform])
+
+
+def calibrate_saved_model(path: Path, splits: data.Splits) -> float:
+    """Fits a temperature on the validation set and stores it in the model file at `path`.
+
+    Returns:
+        The temperature.
+    """
+    model = calibrate.uncalibrated(predict.load_model(path))
+    probabilities = predict.predict_proba(model, splits.x_val)
+    temperature = calibrate.fit_temperature(splits.y_val.argmax(axis=1), probabilities)
+    modelfile.save_model(calibrate.with_temperature(model, temperature), path)
+    log.info("calibration: temperature %.3f fitted on %d validation images", temperature,
+             len(splits.x_val))
+    return temperature
+
+
 def keras_verbosity() -> int | str:
     """Keras's progress bar on a terminal, one line per epoch otherwise (logs, CI)."""
     return "auto" if sys.stdout.isatty() else 2
@@ -222,7 +267,8 @@ def train(
                                   limit=config.limit)
     model = augment.with_augmentation(models.build_model(config.model, **config.model_options),
                                       config.augment, seed=config.seed)
-    steps_per_epoch = math.ceil(len(splits.x_train) / config.batch_size)
+    x_train, y_train = with_outliers(config, splits.x_train, splits.y_train)
+    steps_per_epoch = math.ceil(len(x_train) / config.batch_size)
     model.compile(
         optimizer=make_optimizer(config, steps_per_epoch),
         loss=keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing),
@@ -256,7 +302,7 @@ def train(
              models.count_params(model), config.epochs, run_dir)
     try:
         model.fit(
-            splits.x_train, splits.y_train,
+            x_train, y_train,
             batch_size=config.batch_size,
             epochs=config.epochs,
             validation_data=(splits.x_val, splits.y_val),
@@ -270,6 +316,7 @@ def train(
             "resume_with": f"mnist-digits train --resume {run_dir}"})
         raise
     runs.write_json(run_dir / runs.STATUS, {"state": "trained"})
+    calibrate_saved_model(run_dir / runs.MODEL, splits)
     metrics = evaluate.evaluate_run(run_dir, splits=splits)
     runs.write_json(run_dir / runs.STATUS, {"state": "done"})
     return metrics

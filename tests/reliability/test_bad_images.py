@@ -123,7 +123,8 @@ def test_api_answers_a_bad_file_with_4xx(name, seven, client):
     response = client.post("/api/predict", files={"file": (name, content, "image/png")})
     assert response.status_code == status
     body = response.json()
-    message = body.get("error") or body.get("detail")  # image errors also name the upload
+    assert set(body) == {"detail"}  # every error response has one shape
+    message = body["detail"]
     assert isinstance(message, str) and "\n" not in message and len(message) < 300
 
 

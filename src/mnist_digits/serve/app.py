@@ -1,8 +1,9 @@
 """The web app: one drawing page and a JSON API, on FastAPI.
 
 The page posts the canvas as a PNG to `/api/predict`, so drawings and uploads go through exactly
-the same `preprocess` code as the command line; nothing is reimplemented in JavaScript. The app
-makes no outgoing requests and the page loads nothing from anywhere else.
+the same `reading` code as the command line; nothing is reimplemented in JavaScript. The app
+makes no outgoing requests and neither the page nor `/docs` loads anything from anywhere else
+(Swagger UI's files come from the swagger-ui-bundle package).
 """
 
 from __future__ import annotations
@@ -11,14 +12,19 @@ import base64
 import json
 import threading
 from importlib import resources
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import keras
-from fastapi import FastAPI, File, Request, UploadFile
+from fastapi import FastAPI, File, Query, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from swagger_ui_bundle import swagger_ui_path
 
-from mnist_digits import __version__, models, predict, preprocess
+from mnist_digits import __version__, calibrate, models, preprocess, reading
 
 DEFAULT_MAX_UPLOAD_BYTES = 5 * 1024 * 1024
 # Multipart framing around the file: boundaries and part headers.
@@ -87,25 +93,65 @@ async def _send_json(send: Any, status: int, payload: dict) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
+class DigitOut(BaseModel):
+    """One digit found in the image."""
+
+    digit: int = Field(description="the most probable digit")
+    confidence: float = Field(description="its calibrated probability")
+    box: list[int] = Field(description="[x0, y0, x1, y1] in the uploaded image's pixels")
+    probabilities: list[float] = Field(description="the 10 class probabilities")
+    unsure: bool = Field(description="confidence under the threshold: maybe not a digit")
+
+
+class PredictionOut(BaseModel):
+    """What was read in one image: the fields of `mnist-digits predict --format jsonl`."""
+
+    path: str = Field(description="the uploaded file's name")
+    status: Literal["ok", "no_digit", "unsure", "error"] = Field(
+        description="ok: every digit read confidently; unsure: something is there but not "
+                    "confidently a digit; no_digit: nothing there")
+    text: str | None = Field(description="the digits, left to right, when the status is ok")
+    digit: int | None = Field(description="the digit, when exactly one was found and it is sure")
+    confidence: float | None = Field(description="the probability of `digit`")
+    probabilities: list[float] | None = Field(
+        description="the 10 class probabilities, when exactly one digit-like mark was found")
+    digits: list[DigitOut] = Field(description="every digit found, left to right")
+    threshold: float = Field(description="the confidence threshold used")
+    preprocessed: list[str] = Field(
+        description="per digit, the 28x28 image the model saw, as a PNG data URL")
+
+
+class ErrorOut(BaseModel):
+    """Every error response has this shape."""
+
+    detail: str
+
+
 def create_app(model: keras.Model, *, max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
-               max_pixels: int = preprocess.DEFAULT_MAX_PIXELS) -> FastAPI:
+               threshold: float = reading.DEFAULT_THRESHOLD) -> FastAPI:
     """The FastAPI app serving `model`.
 
     Args:
         model: the classifier (see `predict.load_model`).
         max_upload_bytes: larger uploads get 413.
-        max_pixels: larger images (by their header) get 413, before being decoded.
+        threshold: the default calibrated confidence under which a digit is unsure; a request
+            may pass its own as `?threshold=`.
     """
     app = FastAPI(
         title="mnist-digits",
         version=__version__,
-        description="Reads a handwritten digit from an image: upload it to `/api/predict`.",
+        description="Reads handwritten digits and numbers from an image: upload it to "
+                    "`/api/predict`.",
+        docs_url=None,  # served below from local files: FastAPI's default needs a CDN
+        redoc_url=None,
     )
     app.add_middleware(BodyLimit, limit=max_upload_bytes + MULTIPART_OVERHEAD)
+    app.mount("/docs-assets", StaticFiles(directory=str(swagger_ui_path)), name="docs-assets")
     page = resources.files("mnist_digits.serve").joinpath("static/index.html").read_text()
     lock = threading.Lock()  # one forward pass at a time: two cores gain nothing from more
     info = {"status": "ok", "model": model.name, "params": models.count_params(model),
-            "version": __version__}
+            "version": __version__, "threshold": threshold,
+            "temperature": calibrate.temperature_of(model)}
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -113,6 +159,11 @@ def create_app(model: keras.Model, *, max_upload_bytes: int = DEFAULT_MAX_UPLOAD
         return JSONResponse(status_code=422, content={
             "detail": f"malformed request: expected a multipart form with an image in the "
                       f"'file' field (problem with: {fields or 'body'})"})
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return JSONResponse(status_code=exc.status_code, content={"detail": str(exc.detail)},
+                            headers=getattr(exc, "headers", None))
 
     @app.exception_handler(Exception)
     async def internal_error(request: Request, exc: Exception) -> JSONResponse:
@@ -123,22 +174,35 @@ def create_app(model: keras.Model, *, max_upload_bytes: int = DEFAULT_MAX_UPLOAD
     def index() -> str:
         return page
 
+    @app.get("/docs", response_class=HTMLResponse, include_in_schema=False)
+    def docs() -> HTMLResponse:
+        return get_swagger_ui_html(openapi_url=app.openapi_url, title="mnist-digits API",
+                                   swagger_js_url="/docs-assets/swagger-ui-bundle.js",
+                                   swagger_css_url="/docs-assets/swagger-ui.css",
+                                   swagger_favicon_url="/docs-assets/favicon-32x32.png")
+
     @app.get("/api/health")
     def health() -> dict[str, Any]:
-        """Liveness, and which model is served."""
+        """Liveness, which model is served, and its threshold."""
         return info
 
-    @app.post("/api/predict", responses={
-        400: {"description": "empty or corrupt image"},
-        413: {"description": "upload or image too large"},
-        415: {"description": "not an image, or an unsupported format"},
-        422: {"description": "malformed request"}})
-    def predict_upload(file: Annotated[UploadFile, File(description="the image")]) -> Any:
-        """Reads the digit in an uploaded image.
+    error = {"model": ErrorOut}
 
-        Returns the fields of `mnist-digits predict --format jsonl` (`path`, `digit`,
-        `confidence`, `probabilities`; `digit` is null when there is no digit) and
-        `preprocessed`, the 28x28 image the model saw, as a PNG data URL.
+    @app.post("/api/predict", response_model=PredictionOut, responses={
+        400: {**error, "description": "empty or corrupt image"},
+        413: {**error, "description": "upload or image too large"},
+        415: {**error, "description": "not an image, or an unsupported format"},
+        422: {**error, "description": "malformed request, or more marks than a number has"}})
+    def predict_upload(
+        file: Annotated[UploadFile, File(description="the image")],
+        threshold_: Annotated[float | None, Query(
+            alias="threshold", ge=0, le=1,
+            description="calibrated confidence under which a digit is unsure")] = None,
+    ) -> Any:
+        """Reads every digit in an uploaded image, left to right.
+
+        `status` says whether the digits were read confidently (`ok`), something is there but
+        not confidently a digit (`unsure`), or there is nothing (`no_digit`).
         """
         name = file.filename or "upload"
         data = file.file.read(max_upload_bytes + 1)
@@ -146,15 +210,17 @@ def create_app(model: keras.Model, *, max_upload_bytes: int = DEFAULT_MAX_UPLOAD
             return JSONResponse(status_code=413, content={
                 "detail": f"upload too large: the limit is {max_upload_bytes:,} bytes"})
         try:
-            frame = preprocess.preprocess_bytes(data, source=name, max_pixels=max_pixels)
+            image = preprocess.open_image(data, source=name)
         except preprocess.ImageError as err:
             return JSONResponse(status_code=_STATUS.get(err.kind, 400),
-                                content={"path": name, "error": str(err)})
+                                content={"detail": str(err)})
+        used = threshold if threshold_ is None else threshold_
         with lock:
-            result = predict.predict_frames(model, [name], [frame])[0]
-        payload = result.to_dict()
-        payload["preprocessed"] = None if frame is None else (
-            "data:image/png;base64," + base64.b64encode(preprocess.to_png(frame)).decode())
-        return payload
+            result = reading.read_images(model, [image], [name], threshold=used)[0]
+        if result.error is not None:
+            return JSONResponse(status_code=422, content={"detail": result.error})
+        return {**result.to_dict(), "threshold": used, "preprocessed": [
+            "data:image/png;base64," + base64.b64encode(preprocess.to_png(d.frame)).decode()
+            for d in result.digits]}
 
     return app
