@@ -11,6 +11,7 @@ from conftest import ink_on_paper
 from fastapi.testclient import TestClient
 from PIL import Image
 
+from mnist_digits import reading
 from mnist_digits.loadtest import png_header_only
 from mnist_digits.serve.app import create_app
 
@@ -40,7 +41,7 @@ def test_predict_returns_the_cli_fields_and_the_preprocessed_image(client, seven
     assert set(body) == {"path", "status", "text", "digit", "confidence", "probabilities",
                          "digits", "threshold", "preprocessed"}
     assert body["path"] == "seven.png" and body["digit"] == 7 and body["text"] == "7"
-    assert body["status"] == "ok" and body["threshold"] == 0.5
+    assert body["status"] == "ok" and body["threshold"] == reading.DEFAULT_THRESHOLD
     assert len(body["probabilities"]) == 10 and body["confidence"] > 0.5
     assert body["digits"][0]["probabilities"] == body["probabilities"]
     prefix = "data:image/png;base64,"

@@ -473,29 +473,38 @@ def section_rejection(ctx: Context) -> dict[str, Any]:
 
 
 def rejection_figure(r: dict[str, Any]) -> Any:
-    """The rejection section's curve: share rejected against the threshold, per image set."""
+    """The rejection section's curve: share rejected against the threshold, per image set.
+
+    Non-digits on the left axis (0-100%), digits on the right one (0-5%): the digits' share is
+    a few tenths of a percent, invisible on the non-digits' scale.
+    """
     import matplotlib.pyplot as plt
 
     from mnist_digits import plots  # noqa: F401  (selects the Agg backend)
 
     curve = r["curve"]
     t = [c["threshold"] for c in curve]
-    fig, ax = plt.subplots(figsize=(6.5, 4.2), layout="constrained")
-    ax.plot(t, [c["nondigits_rejected"] for c in curve], "-o", markersize=3,
-            label=f"non-digit drawings ({r['nondigit_images']})")
-    ax.plot(t, [c["user_style_rejected"] for c in curve], "-s", markersize=3,
-            label=f"user-style digits ({r['user_style_images']})")
-    ax.plot(t, [c["mnist_test_rejected"] for c in curve], "-^", markersize=3,
-            label=f"MNIST test digits ({r['mnist_test_images']})")
-    ax.axvline(r["threshold"], color="grey", linestyle=":",
-               label=f"operating point {r['threshold']:g}: {r['nondigits_rejected']:.1%} / "
-                     f"{r['user_style_rejected']:.1%} / {r['mnist_test_rejected']:.1%}")
+    fig, ax = plt.subplots(figsize=(7, 4.4), layout="constrained")
+    digits = ax.twinx()
+    ax.plot(t, [100 * c["nondigits_rejected"] for c in curve], "-o", markersize=3,
+            color="tab:blue", label=f"non-digit drawings ({r['nondigit_images']}), left")
+    digits.plot(t, [100 * c["user_style_rejected"] for c in curve], "-s", markersize=3,
+                color="tab:orange", label=f"user-style digits ({r['user_style_images']}), right")
+    digits.plot(t, [100 * c["mnist_test_rejected"] for c in curve], "-^", markersize=3,
+                color="tab:green", label=f"MNIST test digits ({r['mnist_test_images']}), right")
+    ax.axvline(r["threshold"], color="grey", linestyle=":")
     ax.set_xlabel("Threshold on the calibrated confidence")
-    ax.set_ylabel("Share of images rejected")
-    ax.set_ylim(0, 1.02)
+    ax.set_ylabel("Non-digits rejected (%)")
+    digits.set_ylabel("Digits rejected (%)")
+    ax.set_ylim(0, 102)
+    digits.set_ylim(0, 5)
     ax.grid(alpha=0.3)
-    ax.legend(loc="center right", fontsize=8)
-    ax.set_title("Rejection: what the threshold trades")
+    lines = ax.get_legend_handles_labels()
+    more = digits.get_legend_handles_labels()
+    ax.legend(lines[0] + more[0], lines[1] + more[1], loc="center right", fontsize=8)
+    ax.set_title(f"Rejection at threshold {r['threshold']:g}: non-digits "
+                 f"{r['nondigits_rejected']:.1%}, user-style {r['user_style_rejected']:.1%}, "
+                 f"MNIST {r['mnist_test_rejected']:.2%}", fontsize=10)
     return fig
 
 

@@ -22,6 +22,9 @@ EXIT_ERROR = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 DEFAULT_RESULTS_DIR = "results"
+# The packaged model's operating point; `reading.DEFAULT_THRESHOLD` (a test keeps them equal:
+# importing `reading` here would load Keras before every `--help`).
+DEFAULT_THRESHOLD = 0.6
 
 
 class _Parser(argparse.ArgumentParser):
@@ -175,8 +178,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--save-preprocessed", type=Path, metavar="DIR",
                    help="write the 28x28 images the model saw into DIR")
     p.add_argument("--threshold", type=_threshold, default=None, metavar="P",
-                   help="calibrated confidence under which a digit is 'unsure' (default "
-                        "0.5); higher rejects more")
+                   help=f"calibrated confidence under which a digit is 'unsure' (default "
+                        f"{DEFAULT_THRESHOLD}); higher rejects more")
 
     p = sub.add_parser("serve", help="the drawing web page and its JSON API")
     p.add_argument("--model", help="run folder or .keras file (default: the packaged, "
@@ -185,7 +188,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--max-upload-mb", type=_positive_float, default=5.0)
     p.add_argument("--threshold", type=_threshold, default=None, metavar="P",
-                   help="calibrated confidence under which a digit is 'unsure' (default 0.5)")
+                   help=f"calibrated confidence under which a digit is 'unsure' (default "
+                        f"{DEFAULT_THRESHOLD})")
 
     p = sub.add_parser("export", help="export a model for serving elsewhere, verified")
     p.add_argument("--model", required=True, help="run folder or .keras file")
@@ -195,7 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
                                              "as the default model, with its model card")
     p.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="the finished run")
     p.add_argument("--threshold", type=_threshold, default=None, metavar="P",
-                   help="the operating point the card states (default 0.5)")
+                   help=f"the operating point the card states (default {DEFAULT_THRESHOLD})")
     p.add_argument("--bench", type=Path, metavar="FILE",
                    help="a bench result JSON measured with this model, for the card's figures")
     p.add_argument("--dest", type=Path, help="target folder (default: the package's pretrained/)")
@@ -355,6 +359,11 @@ def _progress(done: int, total: int) -> None:
     print(f"\r{done}/{total} images", end=end, file=sys.stderr, flush=True)
 
 
+def _percent(p: float) -> str:
+    """A probability for people: a calibrated model is never certain, so never "100.0%"."""
+    return ">99.9%" if p >= 0.9995 else f"{p:.1%}"
+
+
 def _text_line(result: Any, top: int) -> str:
     """One line of `predict`'s text format: the number, and each digit's confidence."""
     if result.error is not None:
@@ -362,10 +371,10 @@ def _text_line(result: Any, top: int) -> str:
     if result.status == "no_digit":
         return f"{result.path}: no digit"
     if result.single:
-        shown = ", ".join(f"{d} ({p:.1%})" for d, p in result.top(top))
+        shown = ", ".join(f"{d} ({_percent(p)})" for d, p in result.top(top))
     else:
-        shown = ", ".join(f"{d.digit} ({d.confidence:.1%}{', unsure' if d.unsure else ''})"
-                          for d in result.digits)
+        shown = ", ".join(f"{d.digit} ({_percent(d.confidence)}"
+                          f"{', unsure' if d.unsure else ''})" for d in result.digits)
     if result.status == "unsure":
         return f"{result.path}: unsure, not confidently a digit (best guess: {shown})"
     return f"{result.path}: {shown}" if result.single else f"{result.path}: {result.text} " \
@@ -387,7 +396,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         writer.writerow(["path", "status", "text", "digit", "confidence",
                          *(f"p{d}" for d in range(10)), "error"])
     failed = 0
-    threshold = reading.DEFAULT_THRESHOLD if args.threshold is None else args.threshold
+    threshold = DEFAULT_THRESHOLD if args.threshold is None else args.threshold
     results = reading.read_files(model, paths, threshold=threshold,
                                  batch_size=args.batch_size,
                                  progress=_progress if show_progress else None)
@@ -417,11 +426,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from mnist_digits import reading
     from mnist_digits.serve.app import create_app
 
     model = _load_model_or_usage_error(args.model)
-    threshold = reading.DEFAULT_THRESHOLD if args.threshold is None else args.threshold
+    threshold = DEFAULT_THRESHOLD if args.threshold is None else args.threshold
     app = create_app(model, max_upload_bytes=int(args.max_upload_mb * 1024 * 1024),
                      threshold=threshold)
     print(f"Serving on http://{args.host}:{args.port}/ (Ctrl-C stops)", flush=True)
@@ -455,10 +463,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_package_model(args: argparse.Namespace) -> int:
-    from mnist_digits import pretrained, reading, runs
+    from mnist_digits import pretrained, runs
 
     bench = {**runs.read_json(args.bench), "_path": str(args.bench)} if args.bench else None
-    threshold = reading.DEFAULT_THRESHOLD if args.threshold is None else args.threshold
+    threshold = DEFAULT_THRESHOLD if args.threshold is None else args.threshold
     target = pretrained.package_model(args.run_dir, threshold=threshold, bench=bench,
                                       dest=args.dest)
     print(f"packaged {args.run_dir} as {target}, with {pretrained.CARD_MD}")

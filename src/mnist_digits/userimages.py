@@ -241,10 +241,11 @@ def number_image(digits: np.ndarray, labels: np.ndarray, rng: np.random.Generato
 # --- things that are not digits -------------------------------------------------------------------
 # Drawn by other code than the training outliers (`outliers`): font glyphs from the fonts that
 # matplotlib ships, pushed around by an elastic warp so they look hand-made, and shapes drawn
-# with PIL's own primitives. Letters that look like a digit (O, I, l, Z, S, B, G, b, g, q) are
-# left out: a person would accept either reading.
+# with PIL's own primitives. Letters and signs that look like a digit (O, I, l, Z, S, B, G, b, g,
+# q, and ? which is a 2 or a 7 without its foot) are left out: a person would accept either
+# reading.
 
-NONDIGIT_LETTERS = "ACEFHKMNPRUVWXYaefhkmnrtuvwxy#@&%?*+"
+NONDIGIT_LETTERS = "ACEFHKMNPRUVWXYaefhkmnrtuvwxy#@&%*+"
 NONDIGIT_KINDS = ("letter", "shape", "scribble", "crossed-out")
 
 
