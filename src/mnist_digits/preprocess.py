@@ -41,7 +41,7 @@ from mnist_digits.errors import MnistDigitsError
 # them keeps rarely exercised decoders away from untrusted input.
 FORMATS = ("PNG", "JPEG", "MPO", "BMP", "DIB", "GIF", "WEBP", "TIFF")
 DEFAULT_MAX_PIXELS = 50_000_000  # a 50-megapixel photo; 4000x3000 is 12
-ANALYSIS_SIZE = 1024  # larger images are area-reduced to this longer side first
+ANALYSIS_SIZE = 1024  # larger images are area-reduced to this many pixels squared, paper included
 BOX = 20  # MNIST's digit box
 FRAME = 28
 CENTRE = 14.0  # MNIST's mean centre of mass, in pixel indices (measured on the test set)
@@ -526,6 +526,13 @@ class InkAnalysis:
                 int(np.clip(np.ceil(x1), 0, width)), int(np.clip(np.ceil(y1), 0, height))]
 
 
+def paper_margin(height: int, width: int) -> int:
+    """How much paper `analyse` adds on each side: a share of the longer side, but never more
+    than three times that share of the shorter one (a long strip of digits needs no more paper
+    than its height calls for)."""
+    return max(2, round(PAD_RATIO * min(max(height, width), 3 * min(height, width))))
+
+
 def analyse(image: Image.Image, paper: str | None = None) -> InkAnalysis | None:
     """Steps 2-5 of the module docstring: a decoded image -> its ink; None if there is none.
 
@@ -535,12 +542,16 @@ def analyse(image: Image.Image, paper: str | None = None) -> InkAnalysis | None:
             `ink_is_dark`).
     """
     gray = to_gray(image)
-    reduced = _reduce(gray, ANALYSIS_SIZE)
+    # The analysis, paper included, costs its pixels: at most ANALYSIS_SIZE squared of them.
+    height, width = gray.shape
+    margin = paper_margin(height, width)
+    scale = ANALYSIS_SIZE / np.sqrt((height + 2 * margin) * (width + 2 * margin))
+    reduced = _reduce(gray, max(1, round(max(height, width) * scale)))
     h, w = reduced.shape
     ambiguous = paper is None and paper_is_ambiguous(reduced)
     if paper is None:
         paper = "dark" if h * w >= 16 and not ink_is_dark(reduced) else "light"
-    margin = max(2, round(PAD_RATIO * max(h, w)))
+    margin = paper_margin(h, w)
     ink = ink_map(pad_with_paper(reduced, margin, paper), dark=paper == "light")
     inner = (margin, margin, margin + h, margin + w)
     found = digit_mask(ink, inner)

@@ -160,7 +160,10 @@ def _frame(analysis: preprocess.InkAnalysis, region: segment.Region) -> np.ndarr
     return preprocess.frame_region(analysis.ink[y0:y1, x0:x1], region.mask, analysis.threshold)
 
 
-def _cut(path: str, image: Image.Image, max_digits: int) -> _Pending:
+def prepare(path: str, image: Image.Image, max_digits: int = segment.MAX_DIGITS) -> _Pending:
+    """Cuts a decoded image into digit frames, ready for `finish`: all the work but the model's,
+    so a server can do it for many requests at once and hold its model lock only for `finish`.
+    """
     analysis = preprocess.analyse(image)
     analyses = [analysis] if analysis is not None else []
     if analysis is not None and analysis.ambiguous:
@@ -208,8 +211,8 @@ def _digits(cut: _Cut, probabilities: np.ndarray, threshold: float,
     return digits[:max_digits]
 
 
-def _finish(pending: Sequence[_Pending], model: keras.Model, threshold: float,
-            max_digits: int = segment.MAX_DIGITS) -> list[Prediction]:
+def finish(pending: Sequence[_Pending], model: keras.Model, threshold: float,
+           max_digits: int = segment.MAX_DIGITS) -> list[Prediction]:
     """Runs the model once over every frame of `pending` and builds the predictions.
 
     Of two readings of one image (see `_Pending`), a sure one beats an unsure one, then fewer
@@ -243,7 +246,7 @@ def read_images(model: keras.Model, images: Sequence[Image.Image], paths: Sequen
                 threshold: float = DEFAULT_THRESHOLD,
                 max_digits: int = segment.MAX_DIGITS) -> list[Prediction]:
     """Reads decoded images: one `Prediction` each, one model call for all their digits."""
-    return _finish([_cut(p, im, max_digits) for p, im in zip(paths, images, strict=True)],
+    return finish([prepare(p, im, max_digits) for p, im in zip(paths, images, strict=True)],
                    model, threshold)
 
 
@@ -299,7 +302,7 @@ def read_files(model: keras.Model, paths: Sequence[str | os.PathLike], *,
             except preprocess.ImageError as err:
                 pending.append(_Pending(path, error=str(err)))
                 continue
-            pending.append(_cut(path, image, segment.MAX_DIGITS))
-        yield from _finish(pending, model, threshold)
+            pending.append(prepare(path, image, segment.MAX_DIGITS))
+        yield from finish(pending, model, threshold)
         if progress:
             progress(min(start + batch_size, total), total)

@@ -215,8 +215,10 @@ def create_app(model: keras.Model, *, max_upload_bytes: int = DEFAULT_MAX_UPLOAD
             return JSONResponse(status_code=_STATUS.get(err.kind, 400),
                                 content={"detail": str(err)})
         used = threshold if threshold_ is None else threshold_
+        # Finding the digits runs concurrently across requests; only the model call is locked.
+        pending = reading.prepare(name, image)
         with lock:
-            result = reading.read_images(model, [image], [name], threshold=used)[0]
+            result = reading.finish([pending], model, used)[0]
         if result.error is not None:
             return JSONResponse(status_code=422, content={"detail": result.error})
         return {**result.to_dict(), "threshold": used, "preprocessed": [
