@@ -90,6 +90,9 @@ def export_and_verify(model: keras.Model, fmt: str, out: str | os.PathLike,
     images = np.asarray(images, np.float32)
     out.parent.mkdir(parents=True, exist_ok=True)
     try:
+        # Keras's ONNX path refuses a model that was loaded but never called ("The model
+        # provided has never called"); one eager call on one image settles it for every format.
+        model(images[:1], training=False)
         model.export(str(out), format=FORMATS[fmt], verbose=False)
         run = _runner(fmt, out)
         exported = np.concatenate([run(images[i:i + 100]) for i in range(0, len(images), 100)])
