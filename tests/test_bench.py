@@ -95,8 +95,12 @@ def test_every_tight_kind_touches_the_edges(kind, mnist_test_set):
     assert image.kind == kind and image.label == 7
     with Image.open(io.BytesIO(image.data)) as decoded:
         gray = np.asarray(decoded.convert("L"), np.float32)
-    border = np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])
-    assert np.ptp(border) > 60  # ink reaches the border: a tight crop
+    # Ink reaches the outer tenth of the image (a tight crop), even when blurred or enlarged.
+    ink = np.abs(gray - np.median(gray))
+    h, w = ink.shape
+    band = np.ones_like(ink, bool)
+    band[h // 10:h - h // 10, w // 10:w - w // 10] = False
+    assert ink[band].max() > 0.5 * ink.max()
 
 
 @pytest.mark.parametrize("kind", userimages.NONDIGIT_KINDS)
