@@ -177,9 +177,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=_positive_int, default=256)
     p.add_argument("--save-preprocessed", type=Path, metavar="DIR",
                    help="write the 28x28 images the model saw into DIR")
-    p.add_argument("--threshold", type=_threshold, default=None, metavar="P",
-                   help=f"calibrated confidence under which a digit is 'unsure' (default "
-                        f"{DEFAULT_THRESHOLD}); higher rejects more")
+    p.add_argument("--threshold", type=_threshold, default=DEFAULT_THRESHOLD, metavar="P",
+                   help="calibrated confidence under which a digit is 'unsure' (default "
+                        "%(default)s); higher rejects more")
 
     p = sub.add_parser("serve", help="the drawing web page and its JSON API")
     p.add_argument("--model", help="run folder or .keras file (default: the packaged, "
@@ -187,9 +187,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1", help="default 127.0.0.1 (this machine only)")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--max-upload-mb", type=_positive_float, default=5.0)
-    p.add_argument("--threshold", type=_threshold, default=None, metavar="P",
-                   help=f"calibrated confidence under which a digit is 'unsure' (default "
-                        f"{DEFAULT_THRESHOLD})")
+    p.add_argument("--threshold", type=_threshold, default=DEFAULT_THRESHOLD, metavar="P",
+                   help="calibrated confidence under which a digit is 'unsure' (default "
+                        "%(default)s)")
 
     p = sub.add_parser("export", help="export a model for serving elsewhere, verified")
     p.add_argument("--model", required=True, help="run folder or .keras file")
@@ -198,8 +198,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("package-model", help="put a finished, calibrated run into the package "
                                              "as the default model, with its model card")
     p.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="the finished run")
-    p.add_argument("--threshold", type=_threshold, default=None, metavar="P",
-                   help=f"the operating point the card states (default {DEFAULT_THRESHOLD})")
+    p.add_argument("--threshold", type=_threshold, default=DEFAULT_THRESHOLD, metavar="P",
+                   help="the operating point the card states (default %(default)s)")
     p.add_argument("--bench", type=Path, metavar="FILE",
                    help="a bench result JSON measured with this model, for the card's figures")
     p.add_argument("--dest", type=Path, help="target folder (default: the package's pretrained/)")
@@ -396,8 +396,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         writer.writerow(["path", "status", "text", "digit", "confidence",
                          *(f"p{d}" for d in range(10)), "error"])
     failed = 0
-    threshold = DEFAULT_THRESHOLD if args.threshold is None else args.threshold
-    results = reading.read_files(model, paths, threshold=threshold,
+    results = reading.read_files(model, paths, threshold=args.threshold,
                                  batch_size=args.batch_size,
                                  progress=_progress if show_progress else None)
     for i, result in enumerate(results):
@@ -429,9 +428,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from mnist_digits.serve.app import create_app
 
     model = _load_model_or_usage_error(args.model)
-    threshold = DEFAULT_THRESHOLD if args.threshold is None else args.threshold
     app = create_app(model, max_upload_bytes=int(args.max_upload_mb * 1024 * 1024),
-                     threshold=threshold)
+                     threshold=args.threshold)
     print(f"Serving on http://{args.host}:{args.port}/ (Ctrl-C stops)", flush=True)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
     return 0
@@ -466,8 +464,7 @@ def cmd_package_model(args: argparse.Namespace) -> int:
     from mnist_digits import pretrained, runs
 
     bench = {**runs.read_json(args.bench), "_path": str(args.bench)} if args.bench else None
-    threshold = DEFAULT_THRESHOLD if args.threshold is None else args.threshold
-    target = pretrained.package_model(args.run_dir, threshold=threshold, bench=bench,
+    target = pretrained.package_model(args.run_dir, threshold=args.threshold, bench=bench,
                                       dest=args.dest)
     print(f"packaged {args.run_dir} as {target}, with {pretrained.CARD_MD}")
     print(target)

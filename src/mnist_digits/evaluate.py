@@ -142,7 +142,9 @@ def write_report(run_dir: Path, model: Any, splits: data.Splits, *, header: dict
     test_probabilities = predict.predict_proba(model, splits.x_test)
     val = evaluate_predictions(val_labels, val_probabilities)
     test = evaluate_predictions(test_labels, test_probabilities)
-    raw_test = predict.predict_proba(calibrate.uncalibrated(model), splits.x_test)
+    # A model without a calibration layer is its own uncalibrated self: no second pass.
+    raw_test = test_probabilities if calibrate.temperature_of(model) is None else \
+        predict.predict_proba(calibrate.uncalibrated(model), splits.x_test)
     metrics = {
         **header,
         "params": models.count_params(model),

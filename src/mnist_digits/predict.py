@@ -34,8 +34,7 @@ def load_model(path: str | os.PathLike | None = None) -> keras.Model:
     if path is None:
         path = packaged_model_path()
         if not path.is_file():
-            raise RunError(f"this installation has no packaged model ({path}); pass --model "
-                           f"RUN_DIR or a .keras file")
+            raise RunError(f"this installation has no packaged model ({path})")
     return modelfile.load_model(path)
 
 

@@ -159,6 +159,21 @@ def _reduce(gray: np.ndarray, longest: int) -> np.ndarray:
 AMBIGUOUS_BORDER = 0.2  # the paper's side of the border is uncertain between these shares
 
 
+def _border(gray: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Row indices, column indices and values of the border pixels (corners may repeat)."""
+    h, w = gray.shape
+    inner = np.arange(1, h - 1)
+    rows = np.concatenate([np.zeros(w, int), np.full(w, h - 1), inner, inner])
+    cols = np.concatenate([np.arange(w), np.arange(w), np.zeros(len(inner), int),
+                           np.full(len(inner), w - 1)])
+    return rows, cols, gray[rows, cols]
+
+
+def _plane_values(plane: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """The plane `a*row + b*col + c` on the grid of `rows` x `cols`, by broadcasting."""
+    return plane[0] * rows[:, None] + plane[1] * cols[None, :] + plane[2]
+
+
 def _border_split(gray: np.ndarray
                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
     """The border pixels' design matrix and values, a first plane, and the lighter side.
@@ -168,12 +183,9 @@ def _border_split(gray: np.ndarray
         Otsu split of the residuals, or is None when the border is all paper (grain and
         lighting only).
     """
-    h, w = gray.shape
-    rows, cols = np.mgrid[0:h, 0:w]
-    edge = np.zeros((h, w), bool)
-    edge[[0, -1], :] = edge[:, [0, -1]] = True
-    design = np.column_stack([rows[edge], cols[edge], np.ones(edge.sum())]).astype(np.float64)
-    values = gray[edge].astype(np.float64)
+    rows, cols, values = _border(gray)
+    design = np.column_stack([rows, cols, np.ones(len(rows))]).astype(np.float64)
+    values = values.astype(np.float64)
     plane, *_ = np.linalg.lstsq(design, values, rcond=None)
     residual = values - design @ plane
     low, high = np.percentile(residual, [2, 98])
@@ -233,14 +245,12 @@ def ink_is_dark(gray: np.ndarray) -> bool:
     if h * w < 16:  # too few pixels to tell paper from ink: most images are on light paper
         return float(np.median(gray)) > 0.5
     plane = paper_plane(gray)
-    rows, cols = np.mgrid[0:h, 0:w]
-    residual = (gray - (plane[0] * rows + plane[1] * cols + plane[2])).ravel()
+    residual = (gray - _plane_values(plane, np.arange(h), np.arange(w))).ravel()
     k = max(4, residual.size // 1000)  # the most extreme 0.1%: a thin digit has at least that
     extremes = np.partition(residual, (k, residual.size - k))
     darkest, lightest = -extremes[:k].mean(), extremes[-k:].mean()
     if abs(darkest - lightest) < 1e-3:  # no clear ink either way: fall back on the paper
-        edge = np.concatenate([gray[[0, -1], :].ravel(), gray[:, [0, -1]].ravel()])
-        return float(np.median(edge)) > 0.5
+        return float(np.median(_border(gray)[2])) > 0.5
     return bool(darkest > lightest)
 
 
@@ -254,9 +264,8 @@ def pad_with_paper(gray: np.ndarray, margin: int, paper: str | None = None) -> n
     """
     h, w = gray.shape
     plane = paper_plane(gray, paper) if h * w >= 16 else np.array([0, 0, np.median(gray)])
-    rows, cols = np.mgrid[-margin:h + margin, -margin:w + margin]
-    out = (plane[0] * rows + plane[1] * cols + plane[2]).astype(np.float32)
-    out = np.clip(out, 0, 1)
+    out = _plane_values(plane, np.arange(-margin, h + margin), np.arange(-margin, w + margin))
+    out = np.clip(out, 0, 1).astype(np.float32)
     out[margin:margin + h, margin:margin + w] = gray
     return out
 
@@ -307,7 +316,8 @@ def stroke_width(mask: np.ndarray) -> float:
     return 2.0 * float(np.median(distance[ridge])) if ridge.any() else 0.0
 
 
-def _disk(radius: int) -> np.ndarray:
+def disk(radius: int) -> np.ndarray:
+    """A round structuring element (a pen tip) of the given radius, bool."""
     r = np.arange(-radius, radius + 1)
     return (r[:, None] ** 2 + r[None, :] ** 2) <= radius ** 2 + 0.5
 
@@ -466,9 +476,9 @@ def normalize_strokes(digit: np.ndarray) -> np.ndarray:
     # Below MNIST's 10th percentile of width (0.1 of the box): pen on paper, a thin brush.
     if width < 0.7 * target:
         return crop_ink(ndimage.grey_dilation(
-            work, footprint=_disk(round((0.9 * target - width) / 2))))
+            work, footprint=disk(round((0.9 * target - width) / 2))))
     if width > 2.2 * target:
-        eroded = ndimage.grey_erosion(work, footprint=_disk(round((width - 1.5 * target) / 2)))
+        eroded = ndimage.grey_erosion(work, footprint=disk(round((width - 1.5 * target) / 2)))
         if (eroded > 0.5).sum() > 0.3 * mask.sum():  # never erode a digit away
             return crop_ink(eroded)
     return digit  # untouched: resampling up and down again would only blur it

@@ -33,7 +33,6 @@ from mnist_digits import predict, preprocess, segment
 # that as few digits as possible are (user-style 0.30%, MNIST test 0.33%). The README's
 # "Reading" section has the curve.
 DEFAULT_THRESHOLD = 0.6
-STATUSES = ("ok", "no_digit", "unsure", "error")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 
 
@@ -68,7 +67,7 @@ class Prediction:
 
     Attributes:
         path: the input as the user named it (or found it in a folder).
-        status: one of `STATUSES`.
+        status: `ok`, `no_digit`, `unsure` or `error` (see the module docstring).
         digits: every digit found, left to right.
         error: a one-line reason the file could not be read, or None.
     """
@@ -302,7 +301,7 @@ def read_files(model: keras.Model, paths: Sequence[str | os.PathLike], *,
             except preprocess.ImageError as err:
                 pending.append(_Pending(path, error=str(err)))
                 continue
-            pending.append(prepare(path, image, segment.MAX_DIGITS))
+            pending.append(prepare(path, image))
         yield from finish(pending, model, threshold)
         if progress:
             progress(min(start + batch_size, total), total)

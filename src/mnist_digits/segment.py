@@ -91,8 +91,8 @@ def find_digits(mask: np.ndarray, *, max_digits: int = MAX_DIGITS) -> list[Regio
         The regions, ordered by their centre's x; empty when there is no ink.
 
     Raises:
-        SegmentError: more than `MAX_COMPONENTS` separate marks, or more than `max_digits`
-            digits.
+        SegmentError: more than `MAX_COMPONENTS` separate marks, more than four times
+            `max_digits` digit-like groups of them, or more than `max_digits` digits.
     """
     labels, count = ndimage.label(mask, structure=np.ones((3, 3)))
     if count == 0:
@@ -120,14 +120,13 @@ def find_digits(mask: np.ndarray, *, max_digits: int = MAX_DIGITS) -> list[Regio
         else:
             merged.append([i])
             boxes.append(box)
-    regions = []
-    for group in merged:
-        rows = [slices[i][0] for i in group]
-        cols = [slices[i][1] for i in group]
-        y0, y1 = min(r.start for r in rows), max(r.stop for r in rows)
-        x0, x1 = min(c.start for c in cols), max(c.stop for c in cols)
-        sub = np.isin(labels[y0:y1, x0:x1], np.asarray(group) + 1)
-        regions.append(Region((x0, y0, x1, y1), sub))
+    # Joining fragments compares neighbours until nothing changes: bounded here, since a number
+    # of `max_digits` digits has at most a few pieces per digit.
+    if len(merged) > 4 * max_digits:
+        raise SegmentError(f"the image has {len(merged)} separate digit-like marks; at most "
+                           f"{max_digits} digits are read in one image (crop it to the digits)")
+    regions = [Region(box, np.isin(labels[box[1]:box[3], box[0]:box[2]], np.asarray(group) + 1))
+               for group, box in zip(merged, boxes, strict=True)]
     regions = _absorb_fragments(regions)
     tallest = max(r.box[3] - r.box[1] for r in regions)
     regions = [r for r in regions if r.box[3] - r.box[1] >= MIN_HEIGHT * tallest]
@@ -184,7 +183,7 @@ def split_wide(region: Region) -> list[Region]:
     """Cuts a region much wider than tall into touching digits, at the thinnest columns.
 
     Each cut goes through the column with the least ink in the middle part of the region
-    (never within a third of a digit's width of either side); the halves are cut again while
+    (never within 0.3 of its height from either side); the halves are cut again while
     they are still wide. A region that is wide but has no thin column (a long stroke, a wide 0)
     is left whole.
     """

@@ -16,6 +16,8 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
+from mnist_digits import preprocess
+
 KINDS = ("png-dark-on-light", "png-light-on-dark", "jpeg-photo", "transparent-png",
          "color-png", "webp")
 
@@ -156,7 +158,7 @@ def tight_crop(digit: np.ndarray, label: int, rng: np.random.Generator,
         ink = _resize_to(ink, height, Image.Resampling.BICUBIC)
     if kind == "tight-thick":
         # A felt pen: strokes 1.5-2.5 times MNIST's, which then touch and fill the edges.
-        ink = ndimage.grey_dilation(ink, footprint=_disk(max(1, round(
+        ink = ndimage.grey_dilation(ink, footprint=preprocess.disk(max(1, round(
             rng.uniform(0.03, 0.06) * height))))
     elif kind == "tight-blurred":
         ink = ndimage.gaussian_filter(ink, rng.uniform(0.02, 0.05) * height)
@@ -172,11 +174,6 @@ def _resize_to(values: np.ndarray, height: int, method: Image.Resampling) -> np.
     width = max(1, round(w * height / h))
     return np.asarray(Image.fromarray(values.astype(np.float32), mode="F").resize(
         (width, height), method), np.float32)
-
-
-def _disk(radius: int) -> np.ndarray:
-    r = np.arange(-radius, radius + 1)
-    return (r[:, None] ** 2 + r[None, :] ** 2) <= radius ** 2 + 0.5
 
 
 # --- numbers: several MNIST test digits written in a row ----------------------------------------
