@@ -6,7 +6,7 @@ import keras
 import numpy as np
 import pytest
 
-from mnist_digits import augment
+from mnist_digits import augment, config
 from mnist_digits.config import resolve_config
 from mnist_digits.errors import ConfigError
 
@@ -24,9 +24,9 @@ def run_policy(policy, images, seed=1, training=True) -> np.ndarray:
     return keras.ops.convert_to_numpy(x)
 
 
-@pytest.mark.parametrize("name", [n for n in augment.POLICIES if n != "none"])
+@pytest.mark.parametrize("name", [n for n in config.AUGMENT_POLICIES if n != "none"])
 def test_policies_keep_shape_dtype_and_range_and_change_the_images(name, digits):
-    out = run_policy(augment.POLICIES[name], digits)
+    out = run_policy(config.AUGMENT_POLICIES[name], digits)
     assert out.shape == digits.shape and out.dtype == np.float32
     assert out.min() >= 0.0 and out.max() <= 1.0 + 1e-6
     changed = np.abs(out - digits).reshape(len(digits), -1).max(axis=1) > 0.1
@@ -78,7 +78,7 @@ def test_a_pure_shift_moves_the_centre_of_mass_by_at_most_the_range(digits):
 
 
 def test_the_same_seed_gives_the_same_augmentation(digits):
-    policy = augment.POLICIES["strong"]
+    policy = config.AUGMENT_POLICIES["strong"]
     keras.utils.set_random_seed(7)
     first = run_policy(policy, digits, seed=3)
     keras.utils.set_random_seed(7)
@@ -92,7 +92,7 @@ def test_augmented_model_saves_and_reloads_in_safe_mode(tmp_path, digits):
     from mnist_digits import models, predict
 
     bare = models.build_model("mlp_small")
-    model = augment.with_augmentation(bare, augment.POLICIES["strong"] | {
+    model = augment.with_augmentation(bare, config.AUGMENT_POLICIES["strong"] | {
         "elastic": 0.3, "thicken": 0.2, "lowres": 0.2}, seed=0)
     assert model.name == bare.name
     path = tmp_path / "model.keras"
@@ -103,9 +103,9 @@ def test_augmented_model_saves_and_reloads_in_safe_mode(tmp_path, digits):
 
 
 def test_parse_policy_names_and_pairs():
-    assert augment.parse_policy("none") == {}
-    assert augment.parse_policy("standard") == augment.POLICIES["standard"]
-    assert augment.parse_policy("rotation=12, shift=2") == {"rotation": 12.0, "shift": 2.0}
+    assert config.parse_augment_policy("none") == {}
+    assert config.parse_augment_policy("standard") == config.AUGMENT_POLICIES["standard"]
+    assert config.parse_augment_policy("rotation=12, shift=2") == {"rotation": 12.0, "shift": 2.0}
 
 
 @pytest.mark.parametrize("text, message", [
@@ -114,9 +114,10 @@ def test_parse_policy_names_and_pairs():
     ("spin=3", "unknown augmentation parameter"),
     ("rotation=400", "must be a number in [0, 45]"),
 ])
-def test_parse_policy_rejects_bad_input_clearly(text, message):
+def test_bad_policies_are_refused_clearly(text, message):
+    # The parser checks the syntax and the config the keys and ranges: the user sees either.
     with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("]", r"\]")):
-        augment.parse_policy(text)
+        config.TrainConfig(augment=config.parse_augment_policy(text))
 
 
 def test_config_takes_the_policy_from_the_recipe_file_or_flag():
@@ -133,10 +134,10 @@ def test_config_takes_the_policy_from_the_recipe_file_or_flag():
 def test_training_with_augmentation_writes_a_normal_run(tmp_path, tiny_splits):
     from mnist_digits import runs, train
 
-    config = resolve_config({}, {"model": "mlp_small", "epochs": 1, "batch_size": 32,
-                                 "augment": augment.POLICIES["standard"]})
+    standard = config.AUGMENT_POLICIES["standard"]
+    resolved = resolve_config({}, {"model": "mlp_small", "epochs": 1, "batch_size": 32,
+                                   "augment": standard})
     run_dir = runs.new_run_dir(tmp_path, "mlp_small")
-    metrics = train.train(config, run_dir, splits=tiny_splits)
+    metrics = train.train(resolved, run_dir, splits=tiny_splits)
     assert 0 <= metrics["test"]["accuracy"] <= 1
-    assert runs.read_json(run_dir / runs.CONFIG)["config"]["augment"] == \
-        augment.POLICIES["standard"]
+    assert runs.read_config(run_dir).config.augment == standard

@@ -9,76 +9,106 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import one_line_error
 from PIL import Image
 
-from mnist_digits import bench, predict, preprocess, userimages
+from mnist_digits import cli, predict, preprocess
+from mnist_digits.bench import runner, userimages
+from mnist_digits.bench import training as training_bench
 from mnist_digits.cli import main
 
 
-def test_bench_quick_runs_every_section_and_writes_json_and_markdown(capsys, tmp_path):
-    assert main(["bench", "--quick", "--out", str(tmp_path), "--results-dir",
-                 str(tmp_path / "results")]) == 0
-    path = Path(capsys.readouterr().out.strip().splitlines()[-1])
-    result = json.loads(path.read_text())
-    assert result["quick"] is True and result["machine"]["cores"] >= 1
-    assert list(result["sections"]) == list(bench.SECTIONS)
+@pytest.fixture(scope="module")
+def quick(tmp_path_factory):
+    """One `bench --quick` run of every section: (result, JSON path, Markdown)."""
+    out = tmp_path_factory.mktemp("bench")
+    _, path = runner.run_bench(quick=True, out_dir=out, results_dir=out / "results")
+    return json.loads(path.read_text()), path, path.with_suffix(".md").read_text()
 
-    training = result["sections"]["training"]
-    assert set(training["baselines"]) == set(bench.BASELINES)
-    assert set(training["presets"]) == set(bench.TRAINING_PRESETS)
+
+def test_quick_bench_runs_every_section_in_order(quick):
+    result, _, markdown = quick
+    assert result["quick"] is True and result["machine"]["cores"] >= 1
+    assert list(result["sections"]) == list(runner.SECTIONS) == list(cli.BENCH_SECTIONS)
+    # Each section renders its own part of the Markdown, in run order.
+    headings = [line for line in markdown.splitlines() if line.startswith("## ")]
+    assert [h[h.index("(`") + 2:h.index("`", h.index("(`") + 2)] for h in headings] == \
+        list(runner.SECTIONS)
+
+
+def test_training_section_compares_baselines_with_presets(quick):
+    training = quick[0]["sections"]["training"]
+    assert set(training["baselines"]) == set(training_bench.BASELINES)
+    assert set(training["presets"]) == set(training_bench.TRAINING_PRESETS)
     for row in [*training["baselines"].values(), *training["presets"].values()]:
         assert row["seeds"] == 1 and 0 <= row["test_accuracy_mean"] <= 1
         assert row["train_seconds_mean"] > 0 and row["peak_rss_mb"] > 100
     assert training["presets"]["cnn_fast"]["speedup"] > 0
     assert training["augmentation"]["mlp_aug"]["images_per_second"] > 0
-    ablation = result["sections"]["ablation"]
-    assert ablation["cnn_fast/no-label-smoothing"]["overrides"] == {"label_smoothing": 0.0}
-    load = result["sections"]["load"]
-    assert load["requests"] == 100 and load["server_errors_5xx"] == 0
-    assert load["wrong_answers"] == 0 and load["server_rss_mb_after"] > 0
-    best = result["sections"]["best"]
-    assert best["seeds"] == 2 and 0 <= best["ensemble"]["test_accuracy"] <= 1
-    # With no --model, the reading sections measure the packaged model, as predict uses it.
-    assert result["sections"]["inference"]["model"] == str(predict.packaged_model_path())
+    assert "`keras_io_convnet`" in quick[2]
 
-    calibration = result["sections"]["calibration"]
-    assert set(calibration) - {"seconds"} == {"mlp_small", "cnn_fast"}
-    assert all(0 <= r["test_ece"] <= 1 and r["temperature"] > 0
-               for name, r in calibration.items() if name != "seconds")
-    realworld = result["sections"]["realworld"]
+
+def test_ablation_best_and_calibration_sections(quick):
+    sections = quick[0]["sections"]
+    ablation = sections["ablation"]
+    assert ablation["cnn_fast/no-label-smoothing"]["overrides"] == {"label_smoothing": 0.0}
+    best = sections["best"]
+    assert best["seeds"] == 2 and 0 <= best["ensemble"]["test_accuracy"] <= 1
+    assert "ensemble of those 2" in quick[2]
+    calibration = {k: v for k, v in sections["calibration"].items() if k != "seconds"}
+    assert set(calibration) == {"mlp_small", "cnn_fast"}
+    assert all(0 <= r["test_ece"] <= 1 and r["temperature"] > 0 for r in calibration.values())
+
+
+def test_reading_sections_measure_the_packaged_model(quick):
+    sections = quick[0]["sections"]
+    realworld = sections["realworld"]
     for family, kinds in (("user_style", userimages.KINDS),
                           ("tight_crops", userimages.TIGHT_KINDS)):
         assert realworld[family]["images"] == 50
         assert 0 <= realworld[family]["accuracy"] <= realworld[family]["argmax_accuracy"] + 0.02
         assert set(realworld[family]["per_kind"]) <= set(kinds)
-    numbers = result["sections"]["numbers"]
+    assert realworld["model"] == str(predict.packaged_model_path())
+    numbers = sections["numbers"]
     assert numbers["images"] == 20 and 0 <= numbers["exact"] <= numbers["digit_count_right"]
+    assert "| user-style (50) |" in quick[2]
+
+
+def test_rejection_section_and_its_figure(quick):
+    result, path, markdown = quick
     rejection = result["sections"]["rejection"]
     assert rejection["nondigit_images"] == 40 and len(rejection["curve"]) == 20
+    # Its user-style digits are the realworld section's, read again: the same confidences.
+    assert rejection["user_style_images"] == result["sections"]["realworld"]["user_style"][
+        "images"]
     # The curve only rises: a higher threshold rejects at least as much of everything.
     for key in ("nondigits_rejected", "mnist_test_rejected", "user_style_rejected"):
         values = [c[key] for c in rejection["curve"]]
         assert values == sorted(values)
     with Image.open(path.with_name(path.stem + "-rejection.png")) as figure:
         assert figure.size[0] > 300
-    assert result["sections"]["inference"]["batched_images_per_second"] > 0
-    markdown = path.with_suffix(".md").read_text()
-    assert "## Not a digit (`rejection`)" in markdown and "## Handwritten numbers" in markdown
-    assert "| user-style (50) |" in markdown and "## Calibration" in markdown
-    assert "`keras_io_convnet`" in markdown and "ensemble of those 2" in markdown
-    assert "## Web server under load" in markdown and "cnn_fast/no-label-smoothing" in markdown
+    assert "## Not a digit (`rejection`)" in markdown
+
+
+def test_serving_sections(quick):
+    sections = quick[0]["sections"]
+    assert sections["inference"]["batched_images_per_second"] > 0
+    assert sections["inference"]["model"] == str(predict.packaged_model_path())
+    load = sections["load"]
+    assert load["requests"] == 100 and load["server_errors_5xx"] == 0
+    assert load["wrong_answers"] == 0 and load["server_rss_mb_after"] > 0
 
 
 def test_bench_baselines_are_the_published_architectures():
     # keras-io's summary: 34,826 parameters; the classic FFNN: 784-512-512-10.
-    assert bench.build_baseline("keras_io_convnet").count_params() == 34826
-    assert bench.build_baseline("classic_ffnn").count_params() == \
+    assert training_bench.build_baseline("keras_io_convnet").count_params() == 34826
+    assert training_bench.build_baseline("classic_ffnn").count_params() == \
         784 * 512 + 512 + 512 * 512 + 512 + 512 * 10 + 10
 
 
 def test_bench_unknown_section_is_a_usage_error(capsys, tmp_path):
-    assert main(["bench", "--only", "training,speed", "--out", str(tmp_path)]) == 2
-    assert "unknown bench section(s) speed" in capsys.readouterr().err
+    one_line_error(capsys, main(["bench", "--only", "training,speed", "--out", str(tmp_path)]),
+                   2, "unknown bench section(s) speed")
 
 
 def test_bench_only_one_section(capsys, mnist_run, tmp_path):

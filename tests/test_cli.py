@@ -2,32 +2,36 @@
 
 from __future__ import annotations
 
+import argparse
 import csv
+import dataclasses
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+from helpers import one_line_error, run_cli
 
 from mnist_digits import models, runs
 from mnist_digits.cli import main
+from mnist_digits.config import TrainConfig
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "docs" / "examples"
 
 QUICK = ["--limit", "200", "--epochs", "1", "--batch-size", "50"]
 
 
-def one_line_error(capsys, code: int, expected_code: int, *fragments: str) -> str:
-    captured = capsys.readouterr()
-    assert code == expected_code
-    err = captured.err.strip()
-    assert len(err.splitlines()) == 1, err
-    assert "Traceback" not in captured.err + captured.out
-    for fragment in fragments:
-        assert fragment in err
-    return err
-
-
-def test_list_models_text(capsys):
+def test_list_models_prints_a_table(capsys):
     assert main(["list-models"]) == 0
-    assert capsys.readouterr().out.split() == models.list_models()
+    header, *rows = capsys.readouterr().out.splitlines()
+    assert header.split() == ["NAME", "FAMILY", "PARAMS", "DESCRIPTION"]
+    assert [row.split()[0] for row in rows] == models.list_models()
+    for name, row in zip(models.list_models(), rows, strict=True):
+        spec = models.get_model_spec(name)
+        params = f"{models.count_params(models.build_model(name)):,}"
+        assert row.split()[1:3] == [spec.family, params]
+        assert row.endswith(spec.description)
 
 
 def test_list_models_json(capsys):
@@ -54,6 +58,11 @@ def test_list_models_json(capsys):
         (["fly"], 2, "invalid choice"),
         (["evaluate", "/nonexistent/run"], 1, "run folder /nonexistent/run not found"),
         (["compare", "--models", "mlp_small,bogus"], 2, "unknown model 'bogus'"),
+        (["train", "--augment", "rotation=400"], 2, "augmentation rotation must be a number"),
+        (["predict", "--model", "/no/such/folder", "x.png"], 2,
+         "model /no/such/folder not found"),
+        (["export", "--model", "/no/such.keras", "--format", "onnx", "--out", "x.onnx"], 2,
+         "model /no/such.keras not found"),
     ],
 )
 def test_user_mistakes_give_one_line_and_nonzero_exit(capsys, argv, code, fragment):
@@ -117,3 +126,73 @@ def test_compare_trains_and_tabulates(capsys, tmp_path):
     with (again / runs.COMPARISON_CSV).open() as f:
         assert sorted(r["test_accuracy_mean"] for r in csv.DictReader(f)) == \
             sorted(r["test_accuracy_mean"] for r in rows)
+
+
+def test_training_flags_are_generated_from_the_config_fields(capsys):
+    assert main(["train", "--help"]) == 0
+    text = capsys.readouterr().out
+    for field in dataclasses.fields(TrainConfig):
+        flags = field.metadata.get("flags") or ("--" + field.name.replace("_", "-"),)
+        assert flags[0] in text, field.name
+        # argparse wraps help text; compare its first words.
+        assert " ".join(field.metadata["help"].split()[:4]) in " ".join(text.split()), field.name
+
+
+def test_every_flag_given_lands_in_the_config(tmp_path):
+    from mnist_digits import cli
+
+    values = {"epochs": "2", "batch-size": "64", "optimizer": "sgd", "lr": "0.01",
+              "lr-schedule": "cosine", "warmup-epochs": "0.5", "weight-decay": "0.001",
+              "label-smoothing": "0.1", "patience": "2", "val-size": "500", "seed": "7",
+              "data-dir": str(tmp_path), "limit": "300", "outliers": "0.2"}
+    argv = ["train", "--model", "mlp_small", "--option", "dropout=0.3", "--augment", "light"]
+    for flag, value in values.items():
+        argv += [f"--{flag}", value]
+    given = cli._cli_values(cli.build_parser().parse_args(argv))
+    assert set(given) == {f.name for f in dataclasses.fields(TrainConfig)}
+    assert all(value is not None for value in given.values()), given
+    assert given["learning_rate"] == 0.01 and given["model_options"] == {"dropout": 0.3}
+    assert given["augment"] == {"rotation": 8.0, "shift": 2.0, "zoom": 0.08}
+
+
+def _subcommands(parser: argparse.ArgumentParser):
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield name, sub
+                yield from _subcommands(sub)
+
+
+def test_every_command_has_a_description_examples_and_help_for_each_flag():
+    from mnist_digits import cli
+
+    commands = dict(_subcommands(cli.build_parser()))
+    assert set(cli.COMMANDS) <= set(commands)
+    for name, sub in commands.items():
+        assert sub.description, name
+        if name in cli.COMMANDS:
+            assert "examples:" in (sub.epilog or ""), name
+        for action in sub._actions:
+            if not isinstance(action, argparse._SubParsersAction):
+                assert action.help, f"{name} {action.option_strings or action.dest}"
+
+
+def test_a_closed_pipe_ends_quietly():
+    # `mnist-digits list-models | head -0`: the reader is gone before the output comes.
+    proc = subprocess.Popen([sys.executable, "-m", "mnist_digits", "list-models"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            stdin=subprocess.DEVNULL)
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=300) == 141 and err == ""
+
+
+def test_commands_print_no_tensorflow_start_up_noise():
+    proc = run_cli("-q", "predict", str(EXAMPLES / "seven.png"))
+    assert proc.returncode == 0 and proc.stdout.startswith(str(EXAMPLES / "seven.png"))
+    assert proc.stderr == ""
+
+
+def test_a_real_failure_is_one_line_in_a_real_process(tmp_path):
+    proc = run_cli("predict", "--model", str(tmp_path / "gone.keras"), "x.png")
+    one_line_error(proc, proc.returncode, 2, "not found")

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import one_line_error
 
 from mnist_digits import calibrate, ensemble, predict, runs, train
 from mnist_digits.cli import main
@@ -80,6 +81,5 @@ def test_ensemble_refuses_members_validated_on_different_splits(member_runs, tmp
 
 
 def test_ensemble_of_a_missing_folder_is_a_one_line_error(tmp_path, capsys):
-    assert main(["ensemble", str(tmp_path / "nope"), str(tmp_path / "nada")]) == 1
-    err = capsys.readouterr().err
-    assert "not found" in err and "Traceback" not in err
+    one_line_error(capsys, main(["ensemble", str(tmp_path / "nope"), str(tmp_path / "nada")]), 1,
+                   "not found")

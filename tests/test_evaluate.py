@@ -63,7 +63,8 @@ def test_errors_csv_has_one_row_per_mistake():
     labels = np.array([0, 1, 2])
     result = evaluate.evaluate_predictions(labels, one_hot_probs([0, 2, 1], [0.9, 0.6, 0.7]))
     rows = list(csv.DictReader(io.StringIO(evaluate.errors_csv(result["errors"]))))
-    assert [r["index"] for r in rows] == ["2", "1"]
+    assert [r["index"] for r in rows] == ["2", "1"]  # most confident mistake first
+    # The rest of each row's probability is spread evenly, so ties go to the lower digit.
     assert rows[0] == {"index": "2", "true": "2", "predicted": "1", "confidence": "0.700000",
-                       "top3": rows[0]["top3"], "top3_probabilities": rows[0]["top3_probabilities"]}
-    assert rows[0]["top3"].split()[0] == "1" and len(rows[0]["top3"].split()) == 3
+                       "top3": "1 0 2", "top3_probabilities": "0.700000 0.033333 0.033333"}
+    assert rows[1]["top3"] == "2 0 1" and rows[1]["confidence"] == "0.600000"

@@ -6,6 +6,7 @@ import builtins
 
 import numpy as np
 import pytest
+from helpers import one_line_error
 
 from mnist_digits import data, export
 from mnist_digits.cli import main
@@ -36,7 +37,8 @@ def test_missing_runtime_fails_clearly_and_leaves_nothing(mnist_model, digits, t
         return real_import(name, *args, **kwargs)
 
     monkeypatch.setattr(builtins, "__import__", no_onnxruntime)
-    with pytest.raises(export.ExportError, match=r"onnx runtime is not installed.*onnxruntime"):
+    with pytest.raises(export.ExportError,
+                       match=r"onnx export needs the export extra.*onnxruntime.*\[export\]"):
         export.export_and_verify(mnist_model, "onnx", tmp_path / "m.onnx", images=digits)
     assert not (tmp_path / "m.onnx").exists()
 
@@ -56,7 +58,7 @@ def test_export_cli(capsys, mnist_run, tmp_path):
     lines = capsys.readouterr().out.strip().splitlines()
     assert "argmax agreement 100.00%" in lines[0] and lines[-1] == str(out)
     code = main(["export", "--model", str(mnist_run), "--format", "coreml", "--out", str(out)])
-    assert code == 2 and "invalid choice" in capsys.readouterr().err
+    one_line_error(capsys, code, 2, "invalid choice")
 
 
 @pytest.mark.parametrize(("fmt", "name"), [("savedmodel", "saved"), ("litert", "m.tflite"),
@@ -70,3 +72,17 @@ def test_every_format_exports_the_freshly_loaded_packaged_model(fmt, name, capsy
     assert main(["export", "--model", str(predict.packaged_model_path()), "--format", fmt,
                  "--out", str(out)]) == 0
     assert "argmax agreement 100.00%" in capsys.readouterr().out
+
+
+def test_a_missing_export_extra_is_one_line_saying_how_to_install_it(capsys, mnist_run,
+                                                                     tmp_path, monkeypatch):
+    from mnist_digits import export
+
+    def runner_without_the_extra(fmt, out):
+        raise ImportError("No module named 'onnxruntime'")
+
+    monkeypatch.setattr(export, "_runner", runner_without_the_extra)
+    code = main(["export", "--model", str(mnist_run), "--format", "onnx", "--out",
+                 str(tmp_path / "m.onnx")])
+    one_line_error(capsys, code, 1, "needs the export extra", "pip install", "[export]")
+    assert not (tmp_path / "m.onnx").exists()

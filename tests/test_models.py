@@ -81,7 +81,9 @@ def test_every_recipe_is_a_valid_config(name):
         assert getattr(config, key) == value
 
 
-def test_default_model_is_the_fast_cnn():
-    from mnist_digits.config import DEFAULT_MODEL
+def test_train_without_a_model_uses_the_fast_cnn_and_its_recipe():
+    from mnist_digits.config import resolve_config
 
-    assert DEFAULT_MODEL == "cnn_fast"
+    config = resolve_config({}, {})
+    assert config.model == "cnn_fast"
+    assert config.epochs == models.get_model_spec("cnn_fast").recipe["epochs"]

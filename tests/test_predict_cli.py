@@ -9,6 +9,7 @@ import json
 import numpy as np
 import pytest
 from conftest import ink_on_paper
+from helpers import one_line_error
 from PIL import Image
 
 from mnist_digits.cli import main
@@ -35,9 +36,7 @@ def image_folder(tmp_path, mnist_test_set):
 
 def run(capsys, argv):
     code = main(argv)
-    captured = capsys.readouterr()
-    assert "Traceback" not in captured.err
-    return code, captured.out
+    return code, capsys.readouterr().out
 
 
 def test_jsonl_one_object_per_file_in_order(capsys, mnist_run, image_folder):
@@ -120,10 +119,7 @@ def test_batches_keep_input_order(capsys, mnist_run, image_folder):
     ["predict"],
 ])
 def test_usage_errors_exit_two(capsys, argv):
-    code = main(argv)
-    captured = capsys.readouterr()
-    assert code == 2
-    assert len(captured.err.strip().splitlines()) == 1 and "Traceback" not in captured.err
+    one_line_error(capsys, main(argv), 2)
 
 
 def test_the_packaged_model_reads_without_a_model_flag(capsys, image_folder):
@@ -156,8 +152,8 @@ def test_the_cli_default_threshold_is_the_reading_default():
 
 
 def test_threshold_out_of_range_is_a_usage_error(capsys):
-    assert main(["predict", "--threshold", "1.5", "x.png"]) == 2
-    assert "must be between 0 and 1" in capsys.readouterr().err
+    one_line_error(capsys, main(["predict", "--threshold", "1.5", "x.png"]), 2,
+                   "must be between 0 and 1")
 
 
 def test_package_model_writes_the_model_and_its_card(capsys, tiny_splits, tmp_path):
@@ -176,3 +172,17 @@ def test_package_model_writes_the_model_and_its_card(capsys, tiny_splits, tmp_pa
     assert card["data"].startswith("mnist-sha256:")
     assert "threshold 0.6" in (dest / "MODEL_CARD.md").read_text()
     assert predict.load_model(dest / "reader.keras").name == "mlp_small"
+
+
+def test_each_failing_file_is_named_once_and_an_empty_folder_says_so(capsys, tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    text = tmp_path / "notes.png"
+    text.write_text("not an image")
+    code = main(["predict", str(empty), str(text), str(tmp_path / "gone.png")])
+    lines = capsys.readouterr().out.splitlines()
+    assert code == 1
+    assert lines[0].startswith(f"{empty}: error: a folder with no image files in it (.png")
+    assert lines[1].startswith(f"{text}: error: not an image")
+    assert lines[2] == f"{tmp_path / 'gone.png'}: error: no such file"
+    assert all(line.count(str(tmp_path)) == 1 for line in lines)

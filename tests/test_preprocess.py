@@ -8,11 +8,11 @@ import struct
 import numpy as np
 import pytest
 from conftest import ink_on_paper
+from helpers import png_header_only
 from PIL import Image
 from scipy import ndimage
 
 from mnist_digits import predict, preprocess
-from mnist_digits.loadtest import png_header_only
 from mnist_digits.preprocess import ImageError
 
 SEVEN, TWO, ZERO = 0, 1, 3  # indices of clear digits in the MNIST test set
@@ -194,8 +194,11 @@ def test_psd_is_refused_as_unsupported():
     assert info.value.kind in ("unsupported", "not_image", "corrupt")
 
 
-def test_file_errors(tmp_path):
-    with pytest.raises(ImageError, match="no such file"):
-        preprocess.preprocess_file(tmp_path / "missing.png")
-    with pytest.raises(ImageError, match="is a folder"):
-        preprocess.preprocess_file(tmp_path)
+def test_file_errors_give_the_source_and_the_reason_apart(tmp_path):
+    with pytest.raises(ImageError, match="no such file") as missing:
+        preprocess.read_file(tmp_path / "missing.png")
+    assert missing.value.source == str(tmp_path / "missing.png")
+    assert missing.value.reason == "no such file" and missing.value.kind == "missing"
+    assert str(missing.value) == f"{tmp_path / 'missing.png'}: no such file"
+    with pytest.raises(ImageError, match="a folder, not an image file"):
+        preprocess.read_file(tmp_path)

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from mnist_digits import modelfile, predict, pretrained, reading, userimages
+from mnist_digits import modelfile, predict, pretrained, reading
+from mnist_digits.bench import userimages
 
 
 @pytest.fixture(scope="module")

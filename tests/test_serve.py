@@ -9,10 +9,10 @@ import re
 import pytest
 from conftest import ink_on_paper
 from fastapi.testclient import TestClient
+from helpers import png_header_only
 from PIL import Image
 
 from mnist_digits import reading
-from mnist_digits.loadtest import png_header_only
 from mnist_digits.serve.app import create_app
 
 

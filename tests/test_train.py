@@ -83,11 +83,11 @@ def test_interrupted_run_resumes_from_last_completed_epoch(tmp_path, tiny_splits
         train.train(config, run_dir, splits=tiny_splits, callbacks=[Interrupt()])
     status = json.loads((run_dir / runs.STATUS).read_text())
     assert status["state"] == "interrupted" and "--resume" in status["resume_with"]
-    assert len(train.read_history(run_dir / runs.HISTORY)["epoch"]) == 1
+    assert len(runs.read_history(run_dir)["epoch"]) == 1
     assert not (run_dir / runs.METRICS).exists()
 
     metrics = train.train(config, run_dir, splits=tiny_splits, resume=True)
-    history = train.read_history(run_dir / runs.HISTORY)
+    history = runs.read_history(run_dir)
     assert history["epoch"] == [0.0, 1.0, 2.0]  # continued at epoch 2 of 3, not from scratch
     assert metrics["epochs_run"] == 3
     assert (run_dir / runs.CONFUSION_PLOT).exists()
@@ -103,11 +103,34 @@ def test_evaluate_run_rewrites_the_report(tmp_path, tiny_splits):
     assert (run_dir / runs.CONFUSION_PLOT).exists()
 
 
-@pytest.mark.parametrize("schedule", ["cosine", "warmup_cosine"])
-@pytest.mark.parametrize("optimizer", ["adam", "adamw", "sgd", "rmsprop"])
-def test_every_optimizer_and_schedule_builds(optimizer, schedule):
-    config = tiny_config(optimizer=optimizer, lr_schedule=schedule, epochs=4, warmup_epochs=1.0,
-                         weight_decay=1e-4 if optimizer == "adamw" else 0.0)
+OPTIMIZER_CLASSES = {"adam": keras.optimizers.Adam, "adamw": keras.optimizers.AdamW,
+                     "sgd": keras.optimizers.SGD, "rmsprop": keras.optimizers.RMSprop}
+
+
+@pytest.mark.parametrize("optimizer", list(OPTIMIZER_CLASSES))
+def test_each_optimizer_is_the_one_named(optimizer):
+    config = tiny_config(optimizer=optimizer, weight_decay=1e-4 if optimizer == "adamw" else 0.0)
     opt = train.make_optimizer(config, steps_per_epoch=10)
-    lr = opt.learning_rate
-    assert float(keras.ops.convert_to_numpy(lr)) >= 0
+    assert type(opt) is OPTIMIZER_CLASSES[optimizer]
+    if optimizer == "adamw":
+        assert opt.weight_decay == pytest.approx(1e-4)
+
+
+def _rate(optimizer, step: int) -> float:
+    """The optimizer's learning rate at training step `step`."""
+    optimizer.iterations.assign(step)
+    return float(keras.ops.convert_to_numpy(optimizer.learning_rate))
+
+
+@pytest.mark.parametrize(("schedule", "start", "after_warmup"), [
+    ("constant", 1.0, 1.0), ("cosine", 1.0, 0.8536), ("warmup_cosine", 0.0, 1.0)])
+def test_learning_rate_schedules_follow_their_shape(schedule, start, after_warmup):
+    # 4 epochs of 10 steps at a peak of 2e-3; warm-up (warmup_cosine only) is the first epoch.
+    config = tiny_config(lr_schedule=schedule, epochs=4, learning_rate=2e-3, warmup_epochs=1.0)
+    opt = train.make_optimizer(config, steps_per_epoch=10)
+    peak = 2e-3
+    assert _rate(opt, 0) == pytest.approx(start * peak, abs=1e-9)
+    # cosine at step 10 of 40: 0.5 * (1 + cos(pi / 4)) of the peak.
+    assert _rate(opt, 10) == pytest.approx(after_warmup * peak, rel=1e-3)
+    end = _rate(opt, 40)
+    assert end == pytest.approx(peak) if schedule == "constant" else end < 1e-6

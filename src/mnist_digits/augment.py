@@ -15,7 +15,9 @@ and low-resolution scans enlarged.
 A policy is a plain mapping, stored in the run's config as `augment`:
     {"rotation": 10, "shift": 2, "zoom": 0.1, "squish": 0.1, "elastic": 0, "erasing": 0,
      "thicken": 0, "lowres": 0}
-Missing keys mean "off". `POLICIES` names the common ones for `train --augment NAME`.
+Missing keys mean "off". `config.AUGMENT_PARAMETERS` lists the keys and their ranges, and
+`config.AUGMENT_POLICIES` names the common policies for `train --augment NAME`; `TrainConfig`
+checks a policy once, and the layers here trust it.
 """
 
 from __future__ import annotations
@@ -26,76 +28,6 @@ from typing import Any
 
 import keras
 from keras import layers, ops
-
-from mnist_digits.errors import ConfigError
-
-# Parameter -> (meaning, upper bound that still leaves a readable digit).
-PARAMETERS: dict[str, tuple[str, float]] = {
-    "rotation": ("maximum rotation, degrees either way", 45.0),
-    "shift": ("maximum shift, pixels in each direction", 8.0),
-    "zoom": ("maximum relative change of size, e.g. 0.1 for 90%..110%", 0.5),
-    "squish": ("maximum relative change of aspect ratio", 0.5),
-    "elastic": ("strength of elastic distortion (Keras RandomElasticTransform factor)", 1.0),
-    "erasing": ("probability of erasing a random rectangle (Keras RandomErasing factor)", 1.0),
-    "thicken": ("probability of a broader pen: strokes one pixel thicker on each side", 1.0),
-    "lowres": ("probability of a low-resolution scan: down to 10 or 14 pixels and back up", 1.0),
-}
-
-# Named policies. "standard" is the usual MNIST set (Ciresan et al. 2010; Simard et al. 2003 used
-# rotation, scaling and elastic distortion); "strong" adds erasing for the longest recipes.
-POLICIES: dict[str, dict[str, float]] = {
-    "none": {},
-    "light": {"rotation": 8.0, "shift": 2.0, "zoom": 0.08},
-    "standard": {"rotation": 10.0, "shift": 2.0, "zoom": 0.1, "squish": 0.1},
-    "strong": {"rotation": 12.0, "shift": 2.5, "zoom": 0.12, "squish": 0.15, "erasing": 0.25},
-}
-
-
-def check_policy(policy: Mapping[str, Any]) -> dict[str, float]:
-    """Validates an augmentation policy and returns it as a plain dict of floats.
-
-    Raises:
-        ConfigError: an unknown key, or a value that is not a number in its allowed range.
-    """
-    unknown = sorted(set(policy) - set(PARAMETERS))
-    if unknown:
-        raise ConfigError(f"unknown augmentation parameter(s) {', '.join(unknown)}; valid ones "
-                          f"are {', '.join(PARAMETERS)}")
-    checked = {}
-    for key, value in policy.items():
-        upper = PARAMETERS[key][1]
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
-                0 <= value <= upper):
-            raise ConfigError(f"augmentation {key} must be a number in [0, {upper:g}] "
-                              f"({PARAMETERS[key][0]}), got {value!r}")
-        if value:
-            checked[key] = float(value)
-    return checked
-
-
-def parse_policy(text: str) -> dict[str, float]:
-    """Parses `--augment`: a policy name from `POLICIES`, or `key=value,...`.
-
-    Raises:
-        ConfigError: an unknown name or parameter, or a malformed value.
-    """
-    text = text.strip()
-    if text in POLICIES:
-        return dict(POLICIES[text])
-    if "=" not in text:
-        raise ConfigError(f"unknown augmentation policy {text!r}; use one of "
-                          f"{', '.join(POLICIES)} or key=value pairs such as rotation=10,shift=2")
-    policy: dict[str, float] = {}
-    for item in text.split(","):
-        key, sep, value = item.partition("=")
-        try:
-            policy[key.strip()] = float(value)
-        except ValueError:
-            raise ConfigError(f"augmentation {item.strip()!r} is not key=number, e.g. "
-                              f"rotation=10") from None
-        if not sep:
-            raise ConfigError(f"augmentation {item.strip()!r} is not key=number")
-    return check_policy(policy)
 
 
 @keras.saving.register_keras_serializable(package="mnist_digits")
@@ -230,8 +162,12 @@ class RandomScan(layers.Layer):
 
 def augmentation_layers(policy: Mapping[str, float], seed: int | None = None) -> list:
     """The layers a policy asks for, in order: affine warp, pen and scan, elastic distortion,
-    erasing."""
-    policy = check_policy(policy)
+    erasing.
+
+    Args:
+        policy: a policy checked by `config.check_augment_policy` (a `TrainConfig`'s `augment`).
+        seed: seed of the layers' random draws.
+    """
     stack: list[layers.Layer] = []
     affine = {k: policy[k] for k in ("rotation", "shift", "zoom", "squish") if k in policy}
     if affine:

@@ -7,20 +7,27 @@ User mistakes (`MnistDigitsError`, bad flags) print one line to stderr and exit 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
+import dataclasses
 import json
 import logging
 import os
 import sys
-from collections.abc import Sequence
+import textwrap
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-from mnist_digits.errors import ConfigError, MnistDigitsError
+from mnist_digits import __version__, backend
+from mnist_digits.config import FIELD_NAMES, TrainConfig, read_config_file, resolve_config
+from mnist_digits.data import NUM_CLASSES
+from mnist_digits.errors import ConfigError, MnistDigitsError, RunError
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what a tool killed by the signal reports
 DEFAULT_RESULTS_DIR = "results"
 # The packaged model's operating point; `reading.DEFAULT_THRESHOLD` (a test keeps them equal:
 # importing `reading` here would load Keras before every `--help`).
@@ -34,34 +41,29 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
+def _parser(convert: Callable[[str], Any], expected: str,
+            accept: Callable[[Any], bool] = lambda value: True,
+            requirement: str = "") -> Callable[[str], Any]:
+    """An argparse `type`: `convert` the text, then check the value; errors say what to give."""
+
+    def parse(text: str) -> Any:
+        try:
+            value = convert(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
+        if not accept(value):
+            raise argparse.ArgumentTypeError(f"{requirement}, got {value}")
+        return value
+
+    return parse
 
 
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be positive, got {value}")
-    return value
-
-
-def _threshold(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text!r}") from None
-    if not 0 <= value <= 1:
-        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {value}")
-    return value
+_integer = _parser(int, "a whole number")
+_number = _parser(float, "a number")
+_positive_int = _parser(int, "a whole number", lambda v: v >= 1, "must be at least 1")
+_positive_float = _parser(float, "a number", lambda v: v > 0, "must be positive")
+_threshold = _parser(float, "a number in [0, 1]", lambda v: 0 <= v <= 1,
+                     "must be between 0 and 1")
 
 
 def _option(text: str) -> tuple[str, Any]:
@@ -76,179 +78,252 @@ def _option(text: str) -> tuple[str, Any]:
 
 
 def _augment(text: str) -> dict[str, float]:
-    from mnist_digits import augment
+    from mnist_digits.config import parse_augment_policy
 
     try:
-        return augment.parse_policy(text)
+        return parse_augment_policy(text)
     except ConfigError as err:
         raise argparse.ArgumentTypeError(str(err)) from None
 
 
-def _add_training_flags(p: argparse.ArgumentParser) -> None:
-    """Flags shared by `train` and `compare`; each overrides the model's recipe and --config."""
-    g = p.add_argument_group("training (override the model's recipe and --config)")
-    g.add_argument("--epochs", type=_positive_int, help="maximum number of epochs")
-    g.add_argument("--batch-size", type=_positive_int)
-    g.add_argument("--optimizer", help="adam, adamw, sgd or rmsprop")
-    g.add_argument("--learning-rate", "--lr", type=_positive_float, dest="learning_rate")
-    g.add_argument("--lr-schedule", help="constant, cosine or warmup_cosine")
-    g.add_argument("--warmup-epochs", type=float)
-    g.add_argument("--weight-decay", type=float)
-    g.add_argument("--label-smoothing", type=float)
-    g.add_argument("--patience", type=int, dest="early_stopping_patience",
-                   help="early-stopping patience in epochs; 0 disables")
-    g.add_argument("--augment", type=_augment, metavar="POLICY",
-                   help="training augmentation: none, light, standard or strong, or key=value "
-                        "pairs such as rotation=10,shift=2,zoom=0.1,squish=0.1,elastic=0.5,"
-                        "erasing=0.25 (replaces the model's own policy)")
-    g.add_argument("--outliers", type=float, metavar="SHARE",
-                   help="synthetic non-digits added to training, as a share of it (e.g. 0.15), "
-                        "so the model learns to say 'not a digit'")
-    g.add_argument("--val-size", type=_positive_int, help="validation images (default 10000)")
-    g.add_argument("--option", type=_option, action="append", dest="model_options",
-                   metavar="KEY=VALUE", help="a model builder option, e.g. dropout=0.3; repeatable")
-    g.add_argument("--data-dir", help="folder with the MNIST .gz files (default: data/mnist)")
-    g.add_argument("--limit", type=_positive_int,
-                   help="use only the first N images of each split (quick experiments)")
-    g.add_argument("--config", type=Path, help="JSON file of config fields (below the flags)")
-    p.add_argument("--results-dir", type=Path, default=Path(DEFAULT_RESULTS_DIR),
+# How each TrainConfig field's type is read from the command line. The ranges are checked once,
+# by TrainConfig itself; here only the syntax.
+_FLAG_PARSERS: dict[str, dict[str, Any]] = {
+    "int": {"type": _integer}, "int | None": {"type": _integer},
+    "float": {"type": _number}, "str": {}, "str | None": {},
+    "augment": {"type": _augment}, "model_options": {"type": _option, "action": "append"},
+}
+
+
+_METAVARS = {"int": "N", "int | None": "N", "float": "X", "str": "NAME"}
+
+
+def _add_training_flags(p: argparse.ArgumentParser, *, exclude: Sequence[str] = ()) -> None:
+    """One flag per TrainConfig field (bar `exclude`), with the field's help; plus --config.
+
+    Generated from the dataclass, so a new config field is a new flag with no second list.
+    """
+    g = p.add_argument_group("training (each overrides the model's recipe and --config)")
+    for field in dataclasses.fields(TrainConfig):
+        if field.name in exclude:
+            continue
+        flags = field.metadata.get("flags") or ("--" + field.name.replace("_", "-"),)
+        parser = _FLAG_PARSERS.get(field.name) or _FLAG_PARSERS[field.type]
+        metavar = field.metadata.get("metavar") or _METAVARS.get(field.type)
+        g.add_argument(*flags, dest=field.name, help=field.metadata["help"], metavar=metavar,
+                       **parser)
+    g.add_argument("--config", type=Path, metavar="FILE",
+                   help="JSON file of config fields, under the flags (a run's config.json works)")
+    p.add_argument("--results-dir", type=Path, default=Path(DEFAULT_RESULTS_DIR), metavar="DIR",
                    help="where run folders go (default: results)")
+
+
+_MODEL_HELP = ("run folder or .keras file (default: the packaged, calibrated reading model; "
+               "results/latest is your last run)")
+_THRESHOLD_HELP = ("calibrated confidence under which a digit is 'unsure' (default %(default)s); "
+                   "higher rejects more")
+# `bench --only` choices, in run order; a test keeps them equal to the bench's own registry
+# (importing it here would slow every command's start).
+BENCH_SECTIONS = ("training", "ablation", "best", "calibration", "realworld", "numbers",
+                  "rejection", "inference", "load")
+
+
+def _command(sub: Any, name: str, summary: str, description: str,
+             examples: Sequence[str]) -> argparse.ArgumentParser:
+    """A subcommand with a one-line summary (in the command list), a description and examples."""
+    epilog = "examples:\n" + "\n".join(f"  mnist-digits {e}" for e in examples)
+    # Raw, so the examples keep their lines; the description is wrapped here instead.
+    return sub.add_parser(name, help=summary, description=textwrap.fill(description, 79),
+                          epilog=epilog, formatter_class=argparse.RawDescriptionHelpFormatter)
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with all subcommands."""
-    parser = _Parser(prog="mnist-digits",
-                     description="Train, compare and evaluate digit classifiers on MNIST.")
-    from mnist_digits import __version__
+    parser = _Parser(
+        prog="mnist-digits", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Read handwritten digits and numbers; train, compare and evaluate the "
+                    "models that do it.",
+        epilog="examples:\n  mnist-digits predict my-digit.png\n  mnist-digits serve\n"
+               "  mnist-digits train --model cnn_best\n\n"
+               "`mnist-digits COMMAND --help` describes each command.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument("-q", "--quiet", action="store_true", help="log warnings only")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
                                 parser_class=_Parser)
 
-    p = sub.add_parser("train", help="train a model, evaluate it, write the report")
-    p.add_argument("--model", help="model preset (see list-models); default cnn_fast")
-    p.add_argument("--seed", type=int)
+    p = _command(sub, "train", "train a model, evaluate it, write the report",
+                 "Trains a model preset on MNIST (50k training, 10k validation images), "
+                 "calibrates it, and writes a run folder: config.json, history.csv, model.keras, "
+                 "metrics.json, plots, errors.csv and TensorBoard logs.",
+                 ["train", "train --model cnn_best --seed 1",
+                  "train --model mlp_classic --epochs 5 --option dropout=0.3",
+                  "train --resume results/20261127-101500-cnn_fast"])
     p.add_argument("--tag", help="suffix for the run folder's name")
     p.add_argument("--resume", type=Path, metavar="RUN_DIR",
                    help="continue an interrupted run in RUN_DIR from its last completed epoch")
     _add_training_flags(p)
 
-    p = sub.add_parser("data", help="check the MNIST files, or download them if they are gone")
+    p = _command(sub, "data", "check the MNIST files, or download them if they are gone",
+                 "The four MNIST files come with the project (data/mnist), checked against "
+                 "pinned SHA-256 hashes on every load. `verify` checks them; `download` fetches "
+                 "missing or damaged ones from the public mirrors, verified.",
+                 ["data verify", "data download", "data download --dest /tmp/mnist --force"])
     data_sub = p.add_subparsers(dest="data_command", required=True, metavar="ACTION",
                                 parser_class=_Parser)
-    d = data_sub.add_parser("verify", help="check the four MNIST files (hashes, IDX format)")
-    d.add_argument("--data-dir", help="folder with the MNIST .gz files (default: data/mnist)")
+    d = data_sub.add_parser("verify", help="check the four MNIST files (hashes, IDX format)",
+                            description="Checks the four MNIST files: hashes and IDX format.")
+    d.add_argument("--data-dir", metavar="DIR",
+                   help="folder with the MNIST .gz files (default: data/mnist)")
     d = data_sub.add_parser("download", help="fetch missing or corrupt MNIST files from the "
-                                             "public mirrors, verified")
-    d.add_argument("--dest", help="target folder (default: data/mnist)")
+                                             "public mirrors, verified",
+                            description="Fetches missing or corrupt MNIST files from the "
+                                        "public mirrors and verifies them.")
+    d.add_argument("--dest", metavar="DIR", help="target folder (default: data/mnist)")
     d.add_argument("--force", action="store_true", help="download even files that verify")
-    d.add_argument("--timeout", type=_positive_float, default=30.0,
+    d.add_argument("--timeout", type=_positive_float, default=30.0, metavar="SECONDS",
                    help="seconds to wait on each mirror (default 30)")
 
-    p = sub.add_parser("evaluate", help="redo a run's evaluation report on the test set")
-    p.add_argument("run_dir", type=Path, metavar="RUN_DIR")
+    p = _command(sub, "evaluate", "redo a run's evaluation report on the test set",
+                 "Rewrites a finished run's metrics.json, errors.csv and plots from its "
+                 "model.keras, on the run's own validation split and the official test set.",
+                 ["evaluate results/latest"])
+    p.add_argument("run_dir", type=Path, metavar="RUN_DIR",
+                   help="a finished run folder (results/latest is your last run)")
 
-    p = sub.add_parser("list-models", help="list the model presets")
-    p.add_argument("--format", choices=("text", "json"), default="text")
+    p = _command(sub, "list-models", "list the model presets",
+                 "Lists the registered presets: name, family, trainable parameters and "
+                 "description. JSON adds each preset's training recipe.",
+                 ["list-models", "list-models --format json"])
+    p.add_argument("--format", choices=("text", "json"), default="text",
+                   help="a table (default) or JSON with the recipes")
 
-    p = sub.add_parser("compare", help="train several models over seeds and tabulate them")
+    p = _command(sub, "compare", "train several models over seeds and tabulate them",
+                 "Trains each preset with seeds 0..N-1 as ordinary runs, then writes a "
+                 "comparison (Markdown, CSV and a chart) of accuracy and training time, mean ± "
+                 "std over seeds. --runs tabulates finished runs instead.",
+                 ["compare --models cnn_fast,mlp_fast --seeds 3", "compare --models all",
+                  "compare --runs results/2026*-cnn_fast-s*"])
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--models", help="comma-separated presets, or 'all'")
     src.add_argument("--runs", type=Path, nargs="+", metavar="RUN_DIR",
                      help="tabulate existing runs instead of training")
-    p.add_argument("--seeds", type=_positive_int, default=3, help="seeds 0..N-1 (default 3)")
-    _add_training_flags(p)
+    p.add_argument("--seeds", type=_positive_int, default=3, metavar="N",
+                   help="seeds 0..N-1 (default 3)")
+    _add_training_flags(p, exclude=("model", "seed"))
 
-    p = sub.add_parser("ensemble", help="average trained runs into one model and evaluate it")
+    p = _command(sub, "ensemble", "average trained runs into one model and evaluate it",
+                 "Averages the probabilities of finished runs (trained on the same split) in "
+                 "one model, calibrates it, saves it as a new run and evaluates it like any run.",
+                 ["ensemble results/*-cnn_best-s0 results/*-cnn_best-s1 results/*-cnn_best-s2"])
     p.add_argument("run_dirs", type=Path, nargs="+", metavar="RUN_DIR",
                    help="the members: finished run folders trained on the same split")
     p.add_argument("--name", default="ensemble", help="name in reports (default: ensemble)")
     p.add_argument("--tag", help="suffix for the run folder's name")
-    p.add_argument("--results-dir", type=Path, default=Path(DEFAULT_RESULTS_DIR),
+    p.add_argument("--results-dir", type=Path, default=Path(DEFAULT_RESULTS_DIR), metavar="DIR",
                    help="where the run folder goes (default: results)")
 
-    p = sub.add_parser("predict", help="read digits from image files or folders")
+    p = _command(sub, "predict", "read digits from image files or folders",
+                 "Reads the digits in photos, scans and drawings: one digit or a whole number "
+                 "per image, each with a calibrated confidence. An image that is not "
+                 "confidently digits is 'unsure'; a blank one has 'no digit'. Exits 1 if any "
+                 "file could not be read.",
+                 ["predict my-digit.png", "predict photos/ --format csv > digits.csv",
+                  "predict scan.jpg --top 3 --format jsonl",
+                  "predict cheque.png --model results/latest --threshold 0.8"])
     p.add_argument("paths", nargs="+", metavar="PATH", help="image files, or folders (recursive)")
-    p.add_argument("--model", help="run folder or .keras file (default: the packaged, "
-                                   "calibrated reading model; results/latest is your last run)")
-    p.add_argument("--format", choices=("text", "jsonl", "csv"), default="text")
+    p.add_argument("--model", help=_MODEL_HELP)
+    p.add_argument("--format", choices=("text", "jsonl", "csv"), default="text",
+                   help="one line per image (default), JSON lines, or CSV with every "
+                        "probability")
     p.add_argument("--top", type=_positive_int, default=1, metavar="K",
                    help="show the K most probable digits (text, jsonl)")
-    p.add_argument("--batch-size", type=_positive_int, default=256)
+    p.add_argument("--batch-size", type=_positive_int, default=256, metavar="N",
+                   help="images read and predicted together (default 256)")
     p.add_argument("--save-preprocessed", type=Path, metavar="DIR",
                    help="write the 28x28 images the model saw into DIR")
     p.add_argument("--threshold", type=_threshold, default=DEFAULT_THRESHOLD, metavar="P",
-                   help="calibrated confidence under which a digit is 'unsure' (default "
-                        "%(default)s); higher rejects more")
+                   help=_THRESHOLD_HELP)
 
-    p = sub.add_parser("serve", help="the drawing web page and its JSON API")
-    p.add_argument("--model", help="run folder or .keras file (default: the packaged, "
-                                   "calibrated reading model; results/latest is your last run)")
-    p.add_argument("--host", default="127.0.0.1", help="default 127.0.0.1 (this machine only)")
-    p.add_argument("--port", type=int, default=8000)
-    p.add_argument("--max-upload-mb", type=_positive_float, default=5.0)
+    p = _command(sub, "serve", "the drawing web page and its JSON API",
+                 "Serves a page to draw or upload digits and read them, and its JSON API "
+                 "(POST /api/predict; documented at /docs).",
+                 ["serve", "serve --port 8080 --model results/latest"])
+    p.add_argument("--model", help=_MODEL_HELP)
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to listen on (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=_positive_int, default=8000,
+                   help="port to listen on (default 8000)")
+    p.add_argument("--max-upload-mb", type=_positive_float, default=5.0, metavar="MB",
+                   help="largest upload accepted, in MB (default 5)")
     p.add_argument("--threshold", type=_threshold, default=DEFAULT_THRESHOLD, metavar="P",
-                   help="calibrated confidence under which a digit is 'unsure' (default "
-                        "%(default)s)")
+                   help=_THRESHOLD_HELP)
 
-    p = sub.add_parser("export", help="export a model for serving elsewhere, verified")
+    p = _command(sub, "export", "export a model for serving elsewhere, verified",
+                 "Exports a model as a TensorFlow SavedModel, a LiteRT (.tflite) file or ONNX, "
+                 "then loads the export with its own runtime and checks it agrees with Keras on "
+                 "500 test digits. LiteRT and ONNX need the export extra.",
+                 ["export --model results/latest --format onnx --out model.onnx",
+                  "export --model results/latest --format savedmodel --out exported/"])
     p.add_argument("--model", required=True, help="run folder or .keras file")
-    p.add_argument("--format", required=True, choices=("savedmodel", "litert", "onnx"))
+    p.add_argument("--format", required=True, choices=("savedmodel", "litert", "onnx"),
+                   help="the export format")
     p.add_argument("--out", type=Path, required=True, help="output folder or file")
-    p = sub.add_parser("package-model", help="put a finished, calibrated run into the package "
-                                             "as the default model, with its model card")
+
+    p = _command(sub, "package-model", "put a finished, calibrated run into the package as "
+                                       "the default model, with its model card",
+                 "Copies a finished, calibrated run's model into the package as the model "
+                 "predict and serve use by default, with a model card of its figures.",
+                 ["package-model results/latest --bench bench/results/2026-11-27-host.json"])
     p.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="the finished run")
     p.add_argument("--threshold", type=_threshold, default=DEFAULT_THRESHOLD, metavar="P",
                    help="the operating point the card states (default %(default)s)")
     p.add_argument("--bench", type=Path, metavar="FILE",
                    help="a bench result JSON measured with this model, for the card's figures")
-    p.add_argument("--dest", type=Path, help="target folder (default: the package's pretrained/)")
+    p.add_argument("--dest", type=Path, metavar="DIR",
+                   help="target folder (default: the package's pretrained/)")
 
-    p = sub.add_parser("bench", help="measure and record: training speed and accuracy against "
-                                     "reference recipes, ensembles, user-style images, inference")
-    p.add_argument("--model", help="run folder or .keras file for realworld and inference "
-                                   "(default: the training section's cnn_fast run, else "
-                                   "results/latest)")
+    p = _command(sub, "bench", "measure and record the figures the README quotes",
+                 "Measures training speed and accuracy against reference recipes, ablations, "
+                 "the best preset and its ensemble, calibration, reading user-style images and "
+                 "numbers, rejecting non-digits, inference speed and the server under load. "
+                 "Writes bench/results/<date>-<host>.json and .md. All of it takes about an "
+                 "hour and a half on 2 cores.",
+                 ["bench --only realworld,numbers,rejection", "bench --quick"])
+    p.add_argument("--model", help="run folder or .keras file for the reading, inference and "
+                                   "load sections (default: the packaged reading model)")
     p.add_argument("--only", metavar="SECTION[,SECTION]",
-                   help="run only these sections: training, ablation, best, realworld, "
-                        "inference, load")
+                   help="run only these sections: " + ", ".join(BENCH_SECTIONS))
     p.add_argument("--quick", action="store_true", help="a tiny run in seconds (smoke test)")
-    p.add_argument("--out", type=Path, default=Path("bench") / "results",
+    p.add_argument("--out", type=Path, default=Path("bench") / "results", metavar="DIR",
                    help="where the result files go (default: bench/results)")
-    p.add_argument("--results-dir", type=Path, default=Path(DEFAULT_RESULTS_DIR),
-                   help="the training runs go to RESULTS_DIR/bench/<stamp>/ (default: results)")
+    p.add_argument("--results-dir", type=Path, default=Path(DEFAULT_RESULTS_DIR), metavar="DIR",
+                   help="the training runs go to DIR/bench/<stamp>/ (default: results)")
     return parser
 
 
-_TRAIN_FIELDS = ("model", "seed", "epochs", "batch_size", "optimizer", "learning_rate",
-                 "lr_schedule", "warmup_epochs", "weight_decay", "label_smoothing",
-                 "early_stopping_patience", "augment", "val_size", "data_dir", "limit", "outliers")
-
-
 def _cli_values(args: argparse.Namespace) -> dict[str, Any]:
-    values = {k: getattr(args, k, None) for k in _TRAIN_FIELDS}
-    if args.model_options:
-        values["model_options"] = dict(args.model_options)
+    """The config fields given as flags (None where not given)."""
+    values = {name: getattr(args, name, None) for name in FIELD_NAMES}
+    if values["model_options"]:
+        values["model_options"] = dict(values["model_options"])
     return values
 
 
 def _file_values(args: argparse.Namespace) -> dict[str, Any]:
-    from mnist_digits.config import read_config_file
-
     return read_config_file(args.config) if args.config else {}
 
 
 def cmd_train(args: argparse.Namespace) -> int:
     from mnist_digits import runs, train
-    from mnist_digits.config import TrainConfig, resolve_config
-
     if args.resume:
         given = [k for k, v in _cli_values(args).items() if v is not None]
         if given or args.config or args.tag:
             flags = ", ".join("--" + k.replace("_", "-") for k in given) or "the other flags"
             raise ConfigError(f"--resume continues a run with its saved config; drop {flags}")
         run_dir = runs.resolve_run_dir(args.resume, need=runs.CONFIG)
-        config = TrainConfig(**runs.read_json(run_dir / runs.CONFIG)["config"])
+        config = runs.read_config(run_dir).config
+        if config is None:
+            raise ConfigError(f"{run_dir} is an ensemble, not a training run; nothing to resume")
         results_dir = run_dir.parent
     else:
         config = resolve_config(_file_values(args), _cli_values(args))
@@ -297,17 +372,21 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_list_models(args: argparse.Namespace) -> int:
     from mnist_digits import models
 
-    names = models.list_models()
-    if args.format == "text":
-        print("\n".join(names))
-        return 0
-    out = []
-    for name in names:
+    rows = []
+    for name in models.list_models():
         spec = models.get_model_spec(name)
-        out.append({"name": name, "family": spec.family,
-                    "params": models.count_params(models.build_model(name)),
-                    "description": spec.description, "recipe": dict(spec.recipe)})
-    print(json.dumps(out, indent=2))
+        rows.append({"name": name, "family": spec.family,
+                     "params": models.count_params(models.build_model(name)),
+                     "description": spec.description, "recipe": dict(spec.recipe)})
+    if args.format == "json":
+        print(json.dumps(rows, indent=2))
+        return 0
+    table = [("NAME", "FAMILY", "PARAMS", "DESCRIPTION")] + [
+        (r["name"], r["family"], f"{r['params']:,}", r["description"]) for r in rows]
+    widths = [max(len(row[i]) for row in table) for i in range(3)]
+    for name, family, params, description in table:
+        print(f"{name:<{widths[0]}}  {family:<{widths[1]}}  {params:>{widths[2]}}  "
+              f"{description}")
     return 0
 
 
@@ -322,8 +401,10 @@ def cmd_compare(args: argparse.Namespace) -> int:
         if not names:
             raise ConfigError("--models needs at least one preset name")
         cli_values = {k: v for k, v in _cli_values(args).items() if k not in ("model", "seed")}
-        run_dirs = compare.train_runs(names, range(args.seeds), args.results_dir,
-                                      file_values=_file_values(args), cli_values=cli_values)
+        with _progress_bar("compare") as progress:
+            run_dirs = compare.train_runs(names, range(args.seeds), args.results_dir,
+                                          file_values=_file_values(args), cli_values=cli_values,
+                                          progress=progress)
     out_dir = runs.new_run_dir(args.results_dir, "compare")
     rows = compare.write_comparison(run_dirs, out_dir)
     print(compare.to_markdown(rows), end="")
@@ -345,18 +426,38 @@ def cmd_ensemble(args: argparse.Namespace) -> int:
 
 
 def _load_model_or_usage_error(path: str):
+    """The model `--model` names; a bad one is a usage error (its message says what to do)."""
     from mnist_digits import predict
-    from mnist_digits.errors import RunError
 
     try:
         return predict.load_model(path)
     except RunError as err:
-        raise ConfigError(f"{err} (pass --model RUN_DIR or a .keras file)") from None
+        raise ConfigError(str(err)) from None
 
 
-def _progress(done: int, total: int) -> None:
-    end = "\n" if done == total else ""
-    print(f"\r{done}/{total} images", end=end, file=sys.stderr, flush=True)
+@contextlib.contextmanager
+def _progress_bar(what: str) -> Iterator[Callable[..., None]]:
+    """A progress bar with an ETA on stderr, when it is a terminal; yields `update(done, total,
+    description=what)`. Elsewhere (logs, CI, pipes) it draws nothing: the log lines stay."""
+    if not sys.stderr.isatty():
+        yield lambda done, total, description=what: None
+        return
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn())
+    with Progress(*columns, console=Console(stderr=True)) as bar:
+        task = bar.add_task(what, total=None)
+        yield lambda done, total, description=what: bar.update(
+            task, completed=done, total=total, description=description)
 
 
 def _percent(p: float) -> str:
@@ -390,35 +491,36 @@ def cmd_predict(args: argparse.Namespace) -> int:
         raise ConfigError("no image files found in " + ", ".join(args.paths))
     if args.save_preprocessed:
         args.save_preprocessed.mkdir(parents=True, exist_ok=True)
-    show_progress = sys.stderr.isatty() and len(paths) > args.batch_size
-    writer = csv.writer(sys.stdout, lineterminator="\n") if args.format == "csv" else None
-    if writer:
-        writer.writerow(["path", "status", "text", "digit", "confidence",
-                         *(f"p{d}" for d in range(10)), "error"])
     failed = 0
-    results = reading.read_files(model, paths, threshold=args.threshold,
-                                 batch_size=args.batch_size,
-                                 progress=_progress if show_progress else None)
-    for i, result in enumerate(results):
-        failed += result.error is not None
-        if args.save_preprocessed:
-            for k, found in enumerate(result.digits):
-                suffix = f"-{k}" if len(result.digits) > 1 else ""
-                name = f"{i:05d}-{Path(result.path).stem}{suffix}.png"
-                (args.save_preprocessed / name).write_bytes(preprocess.to_png(found.frame))
-        if args.format == "jsonl":
-            record = result.to_dict()
-            if args.top > 1 and result.single:
-                record["top"] = [[d, p] for d, p in result.top(args.top)]
-            print(json.dumps(record))
-        elif writer:
-            probs = result.probabilities or [""] * 10
-            writer.writerow([result.path, result.status, result.text or "",
-                             "" if result.digit is None else result.digit,
-                             "" if result.confidence is None else result.confidence, *probs,
-                             result.error or ""])
-        else:
-            print(_text_line(result, args.top))
+    # Results print as each batch is read; the bar (on a terminal) stays below them.
+    with _progress_bar("images") as progress:
+        # Made inside the bar's block, which routes stdout around the bar.
+        writer = csv.writer(sys.stdout, lineterminator="\n") if args.format == "csv" else None
+        if writer:
+            writer.writerow(["path", "status", "text", "digit", "confidence",
+                             *(f"p{d}" for d in range(NUM_CLASSES)), "error"])
+        results = reading.read_files(model, paths, threshold=args.threshold,
+                                     batch_size=args.batch_size, progress=progress)
+        for i, result in enumerate(results):
+            failed += result.error is not None
+            if args.save_preprocessed:
+                for k, found in enumerate(result.digits):
+                    suffix = f"-{k}" if len(result.digits) > 1 else ""
+                    name = f"{i:05d}-{Path(result.path).stem}{suffix}.png"
+                    (args.save_preprocessed / name).write_bytes(preprocess.to_png(found.frame))
+            if args.format == "jsonl":
+                record = result.to_dict()
+                if args.top > 1 and result.single:
+                    record["top"] = [[d, p] for d, p in result.top(args.top)]
+                print(json.dumps(record))
+            elif writer:
+                probs = result.probabilities or [""] * NUM_CLASSES
+                writer.writerow([result.path, result.status, result.text or "",
+                                 "" if result.digit is None else result.digit,
+                                 "" if result.confidence is None else result.confidence, *probs,
+                                 result.error or ""])
+            else:
+                print(_text_line(result, args.top))
     return EXIT_ERROR if failed else 0
 
 
@@ -448,14 +550,16 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from mnist_digits import bench
+    from mnist_digits.bench import runner
 
     # A bad --model fails now, not after an hour of training.
     model = _load_model_or_usage_error(args.model) if args.model else None
-    result, path = bench.run_bench(model_path=args.model, model=model, only=args.only,
-                                   quick=args.quick, out_dir=args.out,
-                                   results_dir=args.results_dir)
-    print(bench.to_markdown(result))
+    with _progress_bar("bench") as progress:
+        result, path = runner.run_bench(
+            model_path=args.model, model=model, only=args.only, quick=args.quick,
+            out_dir=args.out, results_dir=args.results_dir,
+            progress=lambda done, total, name: progress(done, total, f"bench: {name}"))
+    print(runner.to_markdown(result))
     print(path)
     return 0
 
@@ -477,6 +581,10 @@ COMMANDS = {"train": cmd_train, "data": cmd_data, "evaluate": cmd_evaluate,
             "package-model": cmd_package_model, "bench": cmd_bench}
 
 
+# Commands that never import Keras, so need not pay for it.
+_WITHOUT_KERAS = frozenset({"data"})
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs the command line; returns the exit status."""
     parser = build_parser()
@@ -486,10 +594,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(exit_.code or 0)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")
-    # TensorFlow's C++ start-up chatter buries the useful output; errors still show.
+    # TensorFlow's C++ info and warning logs (e.g. a "rendezvous aborting" line at the end of
+    # each epoch's data) bury the useful output; its errors still show.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     try:
-        return COMMANDS[args.command](args)
+        if args.command not in _WITHOUT_KERAS:
+            backend.import_keras_quietly()
+        status = COMMANDS[args.command](args)
+        # Flushed here, so a reader that has gone away is noticed inside the try.
+        sys.stdout.flush()
+        return status
+    except BrokenPipeError:
+        # The reader closed the pipe (`mnist-digits list-models | head -1`): stop quietly, as
+        # Unix tools do, and keep Python from complaining again when it flushes at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
     except ConfigError as err:
         print(f"mnist-digits {args.command}: error: {err}", file=sys.stderr)
         return EXIT_USAGE

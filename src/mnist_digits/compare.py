@@ -10,13 +10,13 @@ import csv
 import io
 import logging
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from mnist_digits import evaluate, plots, runs
+from mnist_digits import evaluate, models, plots, runs, train
 from mnist_digits.config import resolve_config
 
 log = logging.getLogger(__name__)
@@ -32,14 +32,14 @@ def train_runs(
     *,
     file_values: Mapping[str, Any] | None = None,
     cli_values: Mapping[str, Any] | None = None,
+    progress: Callable[[int, int, str], None] | None = None,
 ) -> list[Path]:
     """Trains every model with every seed, each in its own run folder; returns the folders.
 
     Each model gets its own recipe; `file_values` and `cli_values` (e.g. `{"epochs": 2}`) apply
-    on top of it for every model, as they would for `train`.
+    on top of it for every model, as they would for `train`. `progress` is called with (runs
+    done, runs, the run starting now).
     """
-    from mnist_digits import train  # late: imports Keras
-
     # Resolve every config before training anything, so a typo fails at once, not an hour in.
     configs = [resolve_config(file_values, {**(cli_values or {}), "model": name, "seed": seed})
                for name in model_names for seed in seeds]
@@ -47,9 +47,13 @@ def train_runs(
     for i, config in enumerate(configs, 1):
         run_dir = runs.new_run_dir(results_dir, config.model, f"s{config.seed}")
         log.info("compare: run %d of %d: %s seed %d", i, len(configs), config.model, config.seed)
+        if progress:
+            progress(i - 1, len(configs), f"{config.model} seed {config.seed}")
         train.train(config, run_dir)
         runs.point_latest(results_dir, run_dir)
         run_dirs.append(run_dir)
+    if progress:
+        progress(len(configs), len(configs), "done")
     return run_dirs
 
 
@@ -75,8 +79,6 @@ def summarize(run_metrics: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
         groups.setdefault(m["model"], []).append(m)
     # Registry order (small to large per family), whatever order the runs were listed in;
     # anything not in the registry (ensembles) after it.
-    from mnist_digits import models  # late: imports Keras
-
     order = {name: i for i, name in enumerate(models.list_models())}
     rows = []
     for model, members in sorted(groups.items(), key=lambda g: order.get(g[0], len(order))):

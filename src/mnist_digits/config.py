@@ -21,52 +21,132 @@ OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
 LR_SCHEDULES = ("constant", "cosine", "warmup_cosine")
 DEFAULT_MODEL = "cnn_fast"
 
+# Parameter -> (meaning, upper bound that still leaves a readable digit).
+AUGMENT_PARAMETERS: dict[str, tuple[str, float]] = {
+    "rotation": ("maximum rotation, degrees either way", 45.0),
+    "shift": ("maximum shift, pixels in each direction", 8.0),
+    "zoom": ("maximum relative change of size, e.g. 0.1 for 90%..110%", 0.5),
+    "squish": ("maximum relative change of aspect ratio", 0.5),
+    "elastic": ("strength of elastic distortion (Keras RandomElasticTransform factor)", 1.0),
+    "erasing": ("probability of erasing a random rectangle (Keras RandomErasing factor)", 1.0),
+    "thicken": ("probability of a broader pen: strokes one pixel thicker on each side", 1.0),
+    "lowres": ("probability of a low-resolution scan: down to 10 or 14 pixels and back up", 1.0),
+}
+
+# Named policies. "standard" is the usual MNIST set (Ciresan et al. 2010; Simard et al. 2003 used
+# rotation, scaling and elastic distortion); "strong" adds erasing for the longest recipes.
+AUGMENT_POLICIES: dict[str, dict[str, float]] = {
+    "none": {},
+    "light": {"rotation": 8.0, "shift": 2.0, "zoom": 0.08},
+    "standard": {"rotation": 10.0, "shift": 2.0, "zoom": 0.1, "squish": 0.1},
+    "strong": {"rotation": 12.0, "shift": 2.5, "zoom": 0.12, "squish": 0.15, "erasing": 0.25},
+}
+
+
+def check_augment_policy(policy: Mapping[str, Any]) -> dict[str, float]:
+    """Validates an augmentation policy and returns it as a plain dict of floats.
+
+    Raises:
+        ConfigError: an unknown key, or a value that is not a number in its allowed range.
+    """
+    unknown = sorted(set(policy) - set(AUGMENT_PARAMETERS))
+    if unknown:
+        raise ConfigError(f"unknown augmentation parameter(s) {', '.join(unknown)}; valid ones "
+                          f"are {', '.join(AUGMENT_PARAMETERS)}")
+    checked = {}
+    for key, value in policy.items():
+        upper = AUGMENT_PARAMETERS[key][1]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
+                0 <= value <= upper):
+            raise ConfigError(f"augmentation {key} must be a number in [0, {upper:g}] "
+                              f"({AUGMENT_PARAMETERS[key][0]}), got {value!r}")
+        if value:
+            checked[key] = float(value)
+    return checked
+
+
+def parse_augment_policy(text: str) -> dict[str, float]:
+    """Parses `--augment`: a policy name from `AUGMENT_POLICIES`, or `key=value,...`.
+
+    Only the syntax is checked here; `TrainConfig` checks the keys and ranges.
+
+    Raises:
+        ConfigError: an unknown name, or a malformed value.
+    """
+    text = text.strip()
+    if text in AUGMENT_POLICIES:
+        return dict(AUGMENT_POLICIES[text])
+    if "=" not in text:
+        raise ConfigError(f"unknown augmentation policy {text!r}; use one of "
+                          f"{', '.join(AUGMENT_POLICIES)} or key=value pairs such as "
+                          f"rotation=10,shift=2")
+    policy: dict[str, float] = {}
+    for item in text.split(","):
+        key, sep, value = item.partition("=")
+        try:
+            policy[key.strip()] = float(value)
+        except ValueError:
+            raise ConfigError(f"augmentation {item.strip()!r} is not key=number, e.g. "
+                              f"rotation=10") from None
+        if not sep:
+            raise ConfigError(f"augmentation {item.strip()!r} is not key=number")
+    return policy
+
+
+def _field(default: Any = dataclasses.MISSING, *, help: str, factory: Any = dataclasses.MISSING,
+           **cli: Any) -> Any:
+    """A config field whose metadata carries its help text (the CLI flag's help, too).
+
+    `cli` may give the generated flag's names (`flags`, when not `--field-name`) and `metavar`.
+    """
+    return dataclasses.field(default=default, default_factory=factory,
+                             metadata={"help": help, **cli})
+
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
     """Everything that decides what a training run does.
 
-    Attributes:
-        model: registry name of the model preset (`mnist-digits list-models`).
-        model_options: keyword arguments passed to the preset's builder, e.g. `{"dropout": 0.3}`.
-        epochs: maximum number of epochs (early stopping may end sooner).
-        batch_size: training batch size.
-        optimizer: one of `OPTIMIZERS`.
-        learning_rate: peak learning rate.
-        lr_schedule: `constant`, `cosine` (decay to 0 over the run) or `warmup_cosine` (linear
-            warm-up over `warmup_epochs`, then cosine decay).
-        warmup_epochs: length of the warm-up for `warmup_cosine`, in epochs (may be fractional).
-        weight_decay: decoupled weight decay, used by `adamw` only.
-        label_smoothing: label smoothing for the categorical cross-entropy.
-        augment: on-the-fly augmentation during training, e.g. `{"rotation": 10, "shift": 2}`;
-            empty means none. See `augment.PARAMETERS` and the named `augment.POLICIES`.
-        early_stopping_patience: epochs without validation-loss improvement before stopping;
-            0 disables early stopping. The best weights on validation are restored either way.
-        val_size: number of training images held out for validation (the last ones).
-        seed: seed for `keras.utils.set_random_seed` (weights, shuffling, dropout).
-        data_dir: folder with the MNIST files; None means the vendored copy.
-        limit: if set, use only the first `limit` images of each split (smoke tests).
-        outliers: synthetic non-digits added to the training set, as a share of its size, with
-            a uniform target (outlier exposure, see `outliers`); 0 adds none.
+    Each field's `help` metadata says what it means; `mnist-digits train --help` shows the same
+    text, because the CLI's training flags are generated from these fields.
     """
 
-    model: str = DEFAULT_MODEL
-    model_options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
-    epochs: int = 10
-    batch_size: int = 128
-    optimizer: str = "adam"
-    learning_rate: float = 1e-3
-    lr_schedule: str = "constant"
-    warmup_epochs: float = 0.0
-    weight_decay: float = 0.0
-    label_smoothing: float = 0.0
-    augment: Mapping[str, Any] = dataclasses.field(default_factory=dict)
-    early_stopping_patience: int = 0
-    val_size: int = 10_000
-    seed: int = 0
-    data_dir: str | None = None
-    limit: int | None = None
-    outliers: float = 0.0
+    model: str = _field(DEFAULT_MODEL, help="model preset (see `mnist-digits list-models`)",
+                        metavar="NAME")
+    model_options: Mapping[str, Any] = _field(
+        factory=dict, help="a model builder option, e.g. dropout=0.3; repeatable",
+        flags=("--option",), metavar="KEY=VALUE")
+    epochs: int = _field(10, help="maximum number of epochs (early stopping may end sooner)")
+    batch_size: int = _field(128, help="training batch size")
+    optimizer: str = _field("adam", help=f"one of {', '.join(OPTIMIZERS)}")
+    learning_rate: float = _field(1e-3, help="peak learning rate",
+                                  flags=("--learning-rate", "--lr"))
+    lr_schedule: str = _field(
+        "constant", help="constant; cosine (decay to 0 over the run); or warmup_cosine (linear "
+                         "warm-up over --warmup-epochs, then cosine decay)")
+    warmup_epochs: float = _field(0.0, help="warm-up length for warmup_cosine, in epochs (may "
+                                            "be fractional)")
+    weight_decay: float = _field(0.0, help="decoupled weight decay (adamw only)")
+    label_smoothing: float = _field(0.0, help="label smoothing of the cross-entropy, in [0, 1)")
+    augment: Mapping[str, Any] = _field(
+        factory=dict, metavar="POLICY",
+        help=f"training augmentation: {', '.join(AUGMENT_POLICIES)}, or key=value pairs of "
+             f"{', '.join(AUGMENT_PARAMETERS)}, e.g. rotation=10,shift=2 (replaces the "
+             f"model's own policy)")
+    early_stopping_patience: int = _field(
+        0, flags=("--patience",),
+        help="epochs without a better validation loss before stopping; 0 disables (the best "
+             "weights on validation are restored either way)")
+    val_size: int = _field(10_000, help="training images held out for validation (the last ones)")
+    seed: int = _field(0, help="seed of the weights, shuffling, dropout and augmentation")
+    data_dir: str | None = _field(None, help="folder with the MNIST .gz files (default: the "
+                                             "vendored data/mnist)", metavar="DIR")
+    limit: int | None = _field(None, metavar="N", help="use only the first N images of each "
+                                                       "split (quick experiments)")
+    outliers: float = _field(
+        0.0, metavar="SHARE",
+        help="synthetic non-digits added to training, as a share of it (e.g. 0.15), with a "
+             "uniform target, so the model learns to say 'not a digit'")
 
     def __post_init__(self) -> None:
         # Types first, so a JSON file with "epochs": "ten" gets a clear message, not a crash later.
@@ -105,9 +185,7 @@ class TrainConfig:
             raise ConfigError(f"limit must be at least 1, got {self.limit}")
         # A plain dict, so the config serializes and compares the same whatever was passed in.
         object.__setattr__(self, "model_options", dict(self.model_options))
-        from mnist_digits import augment  # late: it imports Keras, which is slow to import
-
-        object.__setattr__(self, "augment", augment.check_policy(self.augment))
+        object.__setattr__(self, "augment", check_augment_policy(self.augment))
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict of every field."""
@@ -188,7 +266,9 @@ def resolve_config(
     Raises:
         ConfigError: an unknown model, key or invalid value.
     """
-    from mnist_digits import models  # late: models imports Keras, which is slow to import
+    # Imported here, not at the top: models imports Keras, and the CLI imports this module to
+    # build its flags, where `--help` should not wait for Keras.
+    from mnist_digits import models
 
     file_values = dict(file_values or {})
     cli_values = {k: v for k, v in (cli_values or {}).items() if v is not None}

@@ -19,8 +19,10 @@ import numpy as np
 
 from mnist_digits.errors import DataError
 
+# The one place that says what an example is: the other modules take these from here.
 NUM_CLASSES = 10
 IMAGE_SIZE = 28
+IMAGE_SHAPE = (IMAGE_SIZE, IMAGE_SIZE, 1)  # what models take: height, width, one channel
 
 # name -> SHA-256 of the decompressed IDX bytes (from data/mnist/SHA256SUMS).
 MNIST_SHA256 = {
@@ -291,3 +293,12 @@ def data_fingerprint() -> str:
     """
     digest = hashlib.sha256("".join(sorted(MNIST_SHA256.values())).encode()).hexdigest()
     return f"mnist-sha256:{digest[:16]}"
+
+
+def load_splits(data_dir: str | os.PathLike | None = None, *, val_size: int = 10_000,
+                limit: int | None = None) -> Splits:
+    """`make_splits` of the MNIST files in `data_dir` (the vendored copy if None).
+
+    The keyword names are those of `config.split_settings`, so `load_splits(**settings)` works.
+    """
+    return make_splits(*load_mnist(data_dir), val_size=val_size, limit=limit)

@@ -123,9 +123,8 @@ def download_file(name: str, dest_dir: Path, *, mirrors: Sequence[str], sha256: 
         finally:
             with contextlib.suppress(FileNotFoundError):
                 tmp.unlink()
-    raise DataError(f"could not download {name}; tried:\n  " + "\n  ".join(attempts)
-                    + "\nCheck the network, or copy the four MNIST .gz files into "
-                      f"{dest_dir} by hand")
+    raise DataError(f"could not download {name} (tried {'; '.join(attempts)}); check the "
+                    f"network, or copy the four MNIST .gz files into {dest_dir} by hand")
 
 
 def download_mnist(

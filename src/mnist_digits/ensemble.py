@@ -17,8 +17,7 @@ from typing import Any
 import keras
 from keras import layers
 
-from mnist_digits import modelfile, models, runs
-from mnist_digits.config import split_settings
+from mnist_digits import data, evaluate, modelfile, predict, runs, train
 from mnist_digits.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -34,14 +33,14 @@ def build_ensemble(members: Sequence[keras.Model], name: str = "ensemble") -> ke
     """
     if len(members) < MIN_MEMBERS:
         raise ConfigError(f"an ensemble needs at least {MIN_MEMBERS} members, got {len(members)}")
-    inputs = keras.Input(models.INPUT_SHAPE, name="image")
+    inputs = keras.Input(data.IMAGE_SHAPE, name="image")
     outputs = []
     for i, member in enumerate(members):
-        if tuple(member.input_shape[1:]) != models.INPUT_SHAPE or \
-                tuple(member.output_shape[1:]) != (models.NUM_CLASSES,):
+        if tuple(member.input_shape[1:]) != data.IMAGE_SHAPE or \
+                tuple(member.output_shape[1:]) != (data.NUM_CLASSES,):
             raise ConfigError(f"member {i} ({member.name}) maps {member.input_shape} to "
-                              f"{member.output_shape}; every member must map 28x28x1 images "
-                              f"to 10 probabilities")
+                              f"{member.output_shape}; every member must map {data.IMAGE_SHAPE} "
+                              f"images to {data.NUM_CLASSES} probabilities")
         renamed = keras.Model(member.input, member.output, name=f"m{i}_{member.name}")
         outputs.append(renamed(inputs))
     averaged = layers.Average(name="probabilities")(outputs)
@@ -72,8 +71,6 @@ def make_ensemble(
             validation images in training).
         RunError: a member folder or model is missing or cannot be loaded.
     """
-    from mnist_digits import data, evaluate, predict, train  # late: heavy imports
-
     folders = [runs.resolve_run_dir(d) for d in run_dirs]
     if len(folders) < MIN_MEMBERS:
         raise ConfigError(f"an ensemble needs at least {MIN_MEMBERS} run folders, got "
@@ -83,34 +80,29 @@ def make_ensemble(
                           "different run")
     members, infos, settings = [], [], None
     for folder in folders:
-        saved = runs.read_json(folder / runs.CONFIG)
-        config = saved.get("config") or {}
-        if "ensemble" in saved:
+        saved = runs.read_config(folder)
+        if saved.kind == runs.ENSEMBLE:
             raise ConfigError(f"{folder} is itself an ensemble; list its members instead")
-        member_settings = split_settings(config)
         if settings is None:
-            settings = member_settings
-        elif member_settings != settings:
-            raise ConfigError(f"{folder} was trained with data settings {member_settings}, "
-                              f"unlike the first member's {settings}; ensemble runs that share "
-                              f"the same split")
+            settings = saved.split
+        elif saved.split != settings:
+            raise ConfigError(f"{folder} was trained with data settings {saved.split}, unlike "
+                              f"the first member's {settings}; ensemble runs that share the "
+                              f"same split")
         metrics_path = folder / runs.METRICS
         metrics = runs.read_json(metrics_path) if metrics_path.exists() else {}
         members.append(predict.load_model(folder / runs.MODEL))
-        infos.append({"run_dir": str(folder), "model": config.get("model"),
-                      "seed": config.get("seed"),
+        infos.append({"run_dir": str(folder), "model": saved.config.model,
+                      "seed": saved.config.seed,
                       "test_accuracy": metrics.get("test", {}).get("accuracy"),
                       "train_seconds": metrics.get("train_seconds")})
     model = build_ensemble(members, name=name)
     run_dir = runs.new_run_dir(results_dir, name, tag)
-    runs.write_json(run_dir / runs.CONFIG, {
-        "ensemble": {"name": name, "members": infos, "data": settings},
-        "environment": train.environment()})
+    runs.write_config(run_dir, ensemble={"name": name, "members": infos, "data": settings})
     modelfile.save_model(model, run_dir / runs.MODEL)
     # Averaging calibrated members gives an under-confident mean: the ensemble gets its own
     # temperature, fitted on the members' common validation set.
-    splits = data.make_splits(*data.load_mnist(settings["data_dir"]),
-                              val_size=settings["val_size"], limit=settings["limit"])
+    splits = data.load_splits(**settings)
     train.calibrate_saved_model(run_dir / runs.MODEL, splits)
     log.info("ensemble of %d members saved in %s; evaluating", len(members), run_dir)
     # Evaluating the saved file, not the in-memory model, proves the file loads and predicts.

@@ -11,8 +11,7 @@ from typing import Any
 import numpy as np
 from sklearn import metrics as skm
 
-from mnist_digits import calibrate, data, models, plots, runs
-from mnist_digits.config import TrainConfig, split_settings
+from mnist_digits import calibrate, data, models, plots, predict, runs
 
 
 def cross_entropy(labels: np.ndarray, probabilities: np.ndarray) -> float:
@@ -99,28 +98,21 @@ def evaluate_run(run_dir: str | os.PathLike, *, splits: data.Splits | None = Non
         RunError: the folder, model or config is missing or unreadable.
         DataError: the MNIST files are missing or corrupt.
     """
-    from mnist_digits import predict, train  # late: both import Keras
-
     run_dir = runs.resolve_run_dir(run_dir)
-    saved = runs.read_json(run_dir / runs.CONFIG)
-    if "ensemble" in saved:
-        spec = saved["ensemble"]
-        header = {"model": spec["name"], "family": "ensemble", "members": len(spec["members"]),
+    saved = runs.read_config(run_dir)
+    if saved.kind == runs.ENSEMBLE:
+        members = saved.ensemble["members"]
+        header = {"model": saved.name, "family": "ensemble", "members": len(members),
                   "seed": None, "members_train_seconds": round(sum(
-                      m.get("train_seconds") or 0.0 for m in spec["members"]), 2)}
-        data_settings = spec["data"]
+                      m.get("train_seconds") or 0.0 for m in members), 2)}
     else:
-        config = TrainConfig(**saved["config"])
-        header = {"model": config.model, "family": models.get_model_spec(config.model).family,
-                  "seed": config.seed}
-        data_settings = split_settings(saved["config"])
+        header = {"model": saved.name, "family": models.get_model_spec(saved.name).family,
+                  "seed": saved.config.seed}
     if splits is None:
-        splits = data.make_splits(*data.load_mnist(data_settings["data_dir"]),
-                                  val_size=data_settings["val_size"],
-                                  limit=data_settings["limit"])
+        splits = data.load_splits(**saved.split)
     model = predict.load_model(run_dir / runs.MODEL)
     return write_report(run_dir, model, splits, header=header,
-                        history=train.read_history(run_dir / runs.HISTORY))
+                        history=runs.read_history(run_dir))
 
 
 def write_report(run_dir: Path, model: Any, splits: data.Splits, *, header: dict[str, Any],
@@ -133,10 +125,8 @@ def write_report(run_dir: Path, model: Any, splits: data.Splits, *, header: dict
 
     Args:
         header: the first entries of metrics.json: at least `model`, `family` and `seed`.
-        history: `history.csv` columns (see `train.read_history`), or {}.
+        history: `history.csv` columns (see `runs.read_history`), or {}.
     """
-    from mnist_digits import predict  # late: imports Keras
-
     val_labels, test_labels = splits.y_val.argmax(axis=1), splits.test_labels
     val_probabilities = predict.predict_proba(model, splits.x_val)
     test_probabilities = predict.predict_proba(model, splits.x_test)
@@ -194,7 +184,7 @@ def load_metrics(run_dir: str | os.PathLike) -> dict[str, Any]:
     """Reads a finished run's `metrics.json`, with its config under `"config"`."""
     run_dir = runs.resolve_run_dir(run_dir, need=runs.METRICS)
     metrics = runs.read_json(run_dir / runs.METRICS)
-    saved = runs.read_json(run_dir / runs.CONFIG)
-    metrics["config"] = saved.get("config") or saved.get("ensemble")
+    saved = runs.read_config(run_dir)
+    metrics["config"] = saved.config.to_dict() if saved.config else saved.ensemble
     metrics["run_dir"] = str(Path(run_dir))
     return metrics

@@ -16,18 +16,15 @@ from typing import Any
 import keras
 import numpy as np
 
-from mnist_digits import data
+from mnist_digits import data, predict
 from mnist_digits.errors import MnistDigitsError
 
 FORMATS = {"savedmodel": "tf_saved_model", "litert": "litert", "onnx": "onnx"}
 TOLERANCE = 1e-4
 VERIFY_IMAGES = 500
 
-_INSTALL = {
-    "savedmodel": "tensorflow",
-    "litert": "ai-edge-litert",
-    "onnx": "onnxruntime, onnx and tf2onnx",
-}
+# What each format needs beyond the TensorFlow backend: the `export` extra.
+_INSTALL = "pip install 'mnist-digits[export]' (in a checkout: pip install -e '.[export]')"
 
 
 class ExportError(MnistDigitsError):
@@ -79,8 +76,6 @@ def export_and_verify(model: keras.Model, fmt: str, out: str | os.PathLike,
         ExportError: the runtime is missing, the export fails, or it disagrees with Keras (the
             failed export is removed, so nothing unverified is left behind).
     """
-    from mnist_digits import predict
-
     if fmt not in FORMATS:
         raise ExportError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
     out = Path(out)
@@ -98,8 +93,8 @@ def export_and_verify(model: keras.Model, fmt: str, out: str | os.PathLike,
         exported = np.concatenate([run(images[i:i + 100]) for i in range(0, len(images), 100)])
     except ImportError as err:
         _remove(out)
-        raise ExportError(f"the {fmt} runtime is not installed ({err}); install "
-                          f"{_INSTALL[fmt]} into this environment") from None
+        raise ExportError(f"the {fmt} export needs the export extra ({err}); install it with "
+                          f"{_INSTALL}") from None
     except Exception as err:  # converters raise anything; the user needs the reason, not a type
         _remove(out)
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__

@@ -29,12 +29,12 @@ import keras
 
 # augment and calibrate register their layers with Keras, which both the class check and loading
 # need.
-from mnist_digits import __version__, augment, calibrate, runs  # noqa: F401
+from mnist_digits import __version__, augment, calibrate, data, runs  # noqa: F401
 from mnist_digits.errors import RunError
 
 log = logging.getLogger(__name__)
 
-CLASS_NAMES = [str(d) for d in range(10)]
+CLASS_NAMES = [str(d) for d in range(data.NUM_CLASSES)]
 
 _REFUSED_SUFFIXES = {
     ".h5": "an HDF5 (.h5) model, the legacy format, which can carry Python code (Lambda layers) "
@@ -167,6 +167,8 @@ def load_model(path: str | os.PathLike) -> keras.Model:
                        f"cannot check for unsafe operations, so it is not loaded. Pass a .keras "
                        f"file or a run folder (SavedModels are for serving elsewhere, see "
                        f"`mnist-digits export`)")
+    if not path.exists():
+        raise RunError(f"model {path} not found; pass a run folder or a .keras file")
     if path.is_dir() or path.name == runs.LATEST:
         path = runs.resolve_run_dir(path) / runs.MODEL
     if path.suffix.lower() in _REFUSED_SUFFIXES:

@@ -18,7 +18,7 @@ would after preprocessing. Families:
 - overlays: two different MNIST digits drawn over each other (a crossed-out or overwritten
   digit).
 
-The test images that measure rejection (`userimages.nondigit_images`) are drawn by different
+The test images that measure rejection (`bench.userimages.nondigit_image`) are drawn by different
 code (font glyphs and other shapes), so the figure is not measured on the training generator.
 """
 
@@ -27,7 +27,7 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image, ImageDraw
 
-from mnist_digits import preprocess
+from mnist_digits import data, preprocess
 
 CANVAS = 96  # drawn at this size, then framed to 28x28 like any image
 
@@ -222,7 +222,7 @@ def make_outliers(count: int, rng: np.random.Generator,
         float32 `(count, 28, 28, 1)` in [0, 1], white on black.
     """
     families = FAMILIES if digits is not None else FAMILIES[:-1]
-    out = np.zeros((count, 28, 28, 1), np.float32)
+    out = np.zeros((count, *data.IMAGE_SHAPE), np.float32)
     made = 0
     while made < count:
         family = families[int(rng.integers(len(families)))]

@@ -106,7 +106,7 @@ def misclassified_gallery(images: np.ndarray, labels: Sequence[tuple[int, int, f
         if i >= k:
             continue
         true, predicted, confidence = labels[i]
-        ax.imshow(np.asarray(images[i]).reshape(28, 28), cmap="gray_r", vmin=0, vmax=1)
+        ax.imshow(np.asarray(images[i]).reshape(images[i].shape[:2]), cmap="gray_r", vmin=0, vmax=1)
         ax.set_title(f"true {true} → {predicted}\n{confidence:.0%} sure", fontsize=8)
     shown = f"the {k} most confident" if k < total_errors else f"all {k}"
     if k == 0:

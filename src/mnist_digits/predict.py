@@ -15,7 +15,7 @@ from typing import Any
 import keras
 import numpy as np
 
-from mnist_digits import modelfile, pretrained
+from mnist_digits import data, modelfile, pretrained
 from mnist_digits.errors import RunError
 
 
@@ -97,5 +97,5 @@ def predict_proba(model: keras.Model, images: np.ndarray, batch_size: int = 1024
     out = [keras.ops.convert_to_numpy(forward(images[i:i + batch_size]))
            for i in range(0, len(images), batch_size)]
     if not out:
-        return np.zeros((0, 10), dtype=np.float32)
+        return np.zeros((0, data.NUM_CLASSES), dtype=np.float32)
     return np.concatenate(out).astype(np.float32, copy=False)

@@ -19,8 +19,8 @@ gives none of that, which is why most demos fail on real handwriting. The steps 
 7. crop, fit into 20x20 keeping the aspect ratio (area-averaged, so edges are anti-aliased as in
    MNIST), pad to 28x28 and shift the centre of mass to the centre.
 
-The CLI and the web server both call `preprocess_file`/`preprocess_bytes`; the page sends the
-canvas as a PNG rather than doing any of this in JavaScript.
+`reading` runs these steps for the CLI and the web server alike; the page sends the canvas as
+a PNG rather than doing any of this in JavaScript.
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 from scipy import ndimage
 
+from mnist_digits.data import IMAGE_SIZE
 from mnist_digits.errors import MnistDigitsError
 
 # Formats a digit image plausibly comes in. PIL opens many more (PSD, EPS, ICO, ...); refusing
@@ -43,7 +44,7 @@ FORMATS = ("PNG", "JPEG", "MPO", "BMP", "DIB", "GIF", "WEBP", "TIFF")
 DEFAULT_MAX_PIXELS = 50_000_000  # a 50-megapixel photo; 4000x3000 is 12
 ANALYSIS_SIZE = 1024  # larger images are area-reduced to this many pixels squared, paper included
 BOX = 20  # MNIST's digit box
-FRAME = 28
+FRAME = IMAGE_SIZE
 CENTRE = 14.0  # MNIST's mean centre of mass, in pixel indices (measured on the test set)
 STROKE_RATIO = 0.12  # MNIST's median stroke width / box side, with `stroke_width` below
 MIN_CONTRAST = 0.12  # ink must differ from paper by this much of the full range to count
@@ -55,14 +56,19 @@ PAD_RATIO = 0.2  # paper added around the image, as a share of its longer side
 class ImageError(MnistDigitsError):
     """An input that is not a readable image of a supported format and size.
 
+    The message is `"<source>: <reason>"`; callers that show the source themselves (a line per
+    file) use `reason` alone, so the path is not said twice.
+
     Attributes:
+        reason: what was wrong and what to do, without the source.
+        source: the file name or upload the input came from.
         kind: what was wrong, for callers that answer differently (the web API's status codes):
             `missing`, `unreadable`, `empty`, `not_image`, `unsupported`, `too_large`, `corrupt`.
     """
 
-    def __init__(self, message: str, kind: str = "corrupt") -> None:
-        super().__init__(message)
-        self.kind = kind
+    def __init__(self, source: str | os.PathLike, reason: str, kind: str = "corrupt") -> None:
+        super().__init__(f"{source}: {reason}")
+        self.source, self.reason, self.kind = str(source), reason, kind
 
 
 def open_image(data: bytes, *, source: str = "<bytes>",
@@ -77,7 +83,7 @@ def open_image(data: bytes, *, source: str = "<bytes>",
             or truncated/corrupt.
     """
     if not data:
-        raise ImageError(f"{source}: empty file", "empty")
+        raise ImageError(source, "empty file", "empty")
     try:
         with warnings.catch_warnings():
             # Pillow warns, then errors, on huge images; we check the size ourselves, before
@@ -86,11 +92,11 @@ def open_image(data: bytes, *, source: str = "<bytes>",
             image = Image.open(io.BytesIO(data))
             fmt = image.format or "unknown"
             if fmt not in FORMATS:
-                raise ImageError(f"{source}: unsupported image format {fmt}; use PNG, JPEG, BMP, "
+                raise ImageError(source, f"unsupported image format {fmt}; use PNG, JPEG, BMP, "
                                  f"GIF, WebP or TIFF", "unsupported")
             width, height = image.size
             if width * height > max_pixels:
-                raise ImageError(f"{source}: image is {width}x{height} pixels, over the limit "
+                raise ImageError(source, f"image is {width}x{height} pixels, over the limit "
                                  f"of {max_pixels:,}; scale it down first", "too_large")
             image.seek(0)  # first frame of an animated GIF/WebP/TIFF
             image.load()
@@ -98,15 +104,15 @@ def open_image(data: bytes, *, source: str = "<bytes>",
     except ImageError:
         raise
     except UnidentifiedImageError:
-        raise ImageError(f"{source}: not an image (or a format that is not supported); use "
-                         f"PNG, JPEG, BMP, GIF, WebP or TIFF", "not_image") from None
+        raise ImageError(source, "not an image (or a format that is not supported); use "
+                         "PNG, JPEG, BMP, GIF, WebP or TIFF", "not_image") from None
     except Image.DecompressionBombError as err:
         # Pillow's own guard (at twice its default limit) can fire inside Image.open, before
         # our size check sees the header.
-        raise ImageError(f"{source}: image is over the limit of {max_pixels:,} pixels ({err}); "
+        raise ImageError(source, f"image is over the limit of {max_pixels:,} pixels ({err}); "
                          f"scale it down first", "too_large") from None
     except (OSError, ValueError, SyntaxError, EOFError) as err:
-        raise ImageError(f"{source}: truncated or corrupt image ({err})") from None
+        raise ImageError(source, f"truncated or corrupt image ({err})") from None
     return image
 
 
@@ -593,14 +599,13 @@ def preprocess_image(image: Image.Image) -> np.ndarray | None:
     return frame_region(analysis.ink, analysis.mask, analysis.threshold)
 
 
-def preprocess_bytes(data: bytes, *, source: str = "<bytes>",
-                     max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray | None:
+def preprocess_bytes(data: bytes, *, source: str = "<bytes>") -> np.ndarray | None:
     """Image file bytes -> MNIST-style `(28, 28)` float32, or None if the image holds no digit.
 
     Raises:
         ImageError: the bytes are not a readable image of a supported format and size.
     """
-    return preprocess_image(open_image(data, source=source, max_pixels=max_pixels))
+    return preprocess_image(open_image(data, source=source))
 
 
 def read_file(path: str | os.PathLike) -> bytes:
@@ -613,23 +618,13 @@ def read_file(path: str | os.PathLike) -> bytes:
     try:
         return path.read_bytes()
     except FileNotFoundError:
-        raise ImageError(f"{path}: no such file", "missing") from None
+        raise ImageError(path, "no such file", "missing") from None
     except IsADirectoryError:
-        raise ImageError(f"{path}: is a folder, not an image file", "unreadable") from None
+        raise ImageError(path, "a folder, not an image file", "unreadable") from None
     except PermissionError:
-        raise ImageError(f"{path}: permission denied", "unreadable") from None
+        raise ImageError(path, "permission denied", "unreadable") from None
     except OSError as err:
-        raise ImageError(f"{path}: cannot read ({err.strerror})", "unreadable") from None
-
-
-def preprocess_file(path: str | os.PathLike, *,
-                    max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray | None:
-    """An image file -> MNIST-style `(28, 28)` float32, or None if it holds no digit.
-
-    Raises:
-        ImageError: the file is missing, a folder, unreadable, or not a supported image.
-    """
-    return preprocess_bytes(read_file(path), source=str(path), max_pixels=max_pixels)
+        raise ImageError(path, f"cannot read ({err.strerror})", "unreadable") from None
 
 
 def to_png(frame: np.ndarray) -> bytes:

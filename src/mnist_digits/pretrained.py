@@ -34,9 +34,9 @@ def package_dir() -> Path:
 
 def model_card(run_dir: Path, threshold: float, bench: dict[str, Any] | None) -> dict[str, Any]:
     """The model card's facts, from the run's config and metrics and an optional bench result."""
-    saved = runs.read_json(run_dir / runs.CONFIG)
+    saved = runs.read_config(run_dir)
     metrics = runs.read_json(run_dir / runs.METRICS)
-    config = saved.get("config") or {}
+    config = saved.config.to_dict() if saved.config else {}
     card: dict[str, Any] = {
         "model": metrics["model"],
         "preset": config.get("model"),
@@ -44,14 +44,14 @@ def model_card(run_dir: Path, threshold: float, bench: dict[str, Any] | None) ->
         "recipe": {k: config[k] for k in ("epochs", "batch_size", "learning_rate", "lr_schedule",
                                           "label_smoothing", "augment", "outliers")
                    if k in config},
-        "data": saved.get("environment", {}).get("data"),
+        "data": saved.environment.get("data"),
         "params": metrics["params"],
         "test_accuracy": metrics["test"]["accuracy"],
         "val_accuracy": metrics["val"]["accuracy"],
         "calibration": metrics["calibration"],
         "threshold": threshold,
         "train_seconds": metrics["train_seconds"],
-        "versions": {k: v for k, v in saved.get("environment", {}).items()
+        "versions": {k: v for k, v in saved.environment.items()
                      if k in ("mnist_digits", "keras", "backend", "tensorflow", "numpy",
                               "python")},
         "trained": run_dir.name[:15],

@@ -26,7 +26,7 @@ import keras
 import numpy as np
 from PIL import Image
 
-from mnist_digits import predict, preprocess, segment
+from mnist_digits import data, predict, preprocess, segment
 
 # The default operating point, chosen on the packaged model's `mnist-digits bench` curve: the
 # lowest threshold at which over 90% of non-digits are rejected (0.6: 90.9%, 0.5: 89.3%), so
@@ -221,7 +221,7 @@ def finish(pending: Sequence[_Pending], model: keras.Model, threshold: float,
     """
     frames = [f for p in pending for cut in p.cuts for f in cut.frames]
     probabilities = predict.predict_proba(model, np.stack(frames)) if frames else \
-        np.zeros((0, 10), np.float32)
+        np.zeros((0, data.NUM_CLASSES), np.float32)
     out, row = [], 0
     for p in pending:
         if p.error is not None:
@@ -296,10 +296,15 @@ def read_files(model: keras.Model, paths: Sequence[str | os.PathLike], *,
     for start in range(0, total, batch_size):
         pending = []
         for path in (str(p) for p in paths[start:start + batch_size]):
+            if os.path.isdir(path):  # what `expand_paths` keeps of a folder with no images
+                pending.append(_Pending(path, error="a folder with no image files in it ("
+                                                    f"{', '.join(IMAGE_SUFFIXES)})"))
+                continue
             try:
                 image = preprocess.open_image(preprocess.read_file(path), source=path)
             except preprocess.ImageError as err:
-                pending.append(_Pending(path, error=str(err)))
+                # Each result shows its path already: the reason alone.
+                pending.append(_Pending(path, error=err.reason))
                 continue
             pending.append(prepare(path, image))
         yield from finish(pending, model, threshold)

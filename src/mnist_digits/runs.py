@@ -1,4 +1,4 @@
-"""Run folders: the only module that knows their layout and file names.
+"""Run folders: the only module that knows their layout, file names and what their files hold.
 
 A run lives in `results/<YYYYmmdd-HHMMSS>-<model>[-tag]/` and is never overwritten by another run;
 `results/latest` points at the newest. Every file is written to a temporary name in the same
@@ -8,15 +8,22 @@ folder and renamed into place, so a crash mid-write leaves the previous version 
 from __future__ import annotations
 
 import contextlib
+import csv
+import dataclasses
 import datetime
+import importlib.metadata
 import json
+import math
 import os
+import platform
 import re
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from mnist_digits import __version__, data
+from mnist_digits.config import TrainConfig, split_settings
 from mnist_digits.errors import RunError
 
 CONFIG = "config.json"
@@ -37,6 +44,12 @@ COMPARISON_CSV = "comparison.csv"
 COMPARISON_PLOT = "comparison.png"
 
 LATEST = "latest"
+
+# What config.json can describe: a trained model (its TrainConfig) or an ensemble of runs.
+TRAINED = "trained"
+ENSEMBLE = "ensemble"
+# Keras's BackupAndRestore writes this beside its checkpoint; it counts the completed epochs.
+_BACKUP_METADATA = "training_metadata.json"
 
 _TAG_RE = re.compile(r"^[A-Za-z0-9._-]+$")
 
@@ -166,3 +179,121 @@ def save_figure(fig: Any, path: str | os.PathLike) -> None:
             fig.savefig(tmp, dpi=110, bbox_inches="tight")
     finally:
         plt.close(fig)
+
+
+@dataclasses.dataclass(frozen=True)
+class SavedConfig:
+    """What a run folder's `config.json` says: the kind of run and what made it.
+
+    Attributes:
+        kind: `TRAINED` (a model trained from `config`) or `ENSEMBLE` (an average of runs).
+        config: the training config for a trained run; None for an ensemble.
+        ensemble: the ensemble's spec (`name`, `members`, `data`) for an ensemble; else None.
+        environment: versions and machine details recorded when the run started.
+    """
+
+    kind: str
+    config: TrainConfig | None
+    ensemble: dict[str, Any] | None
+    environment: dict[str, Any]
+
+    @property
+    def name(self) -> str:
+        """The model's name in reports: the preset, or the ensemble's name."""
+        return self.config.model if self.config else self.ensemble["name"]
+
+    @property
+    def split(self) -> dict[str, Any]:
+        """The settings that decide the data split (`config.split_settings`)."""
+        return split_settings(self.config.to_dict()) if self.config else self.ensemble["data"]
+
+
+def write_config(run_dir: str | os.PathLike, *, config: TrainConfig | None = None,
+                 ensemble: dict[str, Any] | None = None) -> None:
+    """Writes `config.json` for a trained run (`config`) or an ensemble (`ensemble`).
+
+    Raises:
+        RunError: the folder cannot be written.
+    """
+    body = {"config": config.to_dict()} if config else {"ensemble": ensemble}
+    try:
+        write_json(Path(run_dir) / CONFIG, {**body, "environment": environment()})
+    except OSError as err:
+        raise RunError(f"cannot write to run folder {run_dir}: {err.strerror}; choose "
+                       f"another place with --results-dir") from None
+
+
+def read_config(run_dir: str | os.PathLike) -> SavedConfig:
+    """Reads a run folder's `config.json`.
+
+    Raises:
+        RunError: the file is missing, unreadable or describes no known kind of run.
+        ConfigError: the saved training config is no longer valid.
+    """
+    path = Path(run_dir) / CONFIG
+    saved = read_json(path)
+    environment_ = saved.get("environment") or {}
+    if isinstance(saved.get("ensemble"), dict):
+        return SavedConfig(ENSEMBLE, None, saved["ensemble"], environment_)
+    if isinstance(saved.get("config"), dict):
+        return SavedConfig(TRAINED, TrainConfig(**saved["config"]), None, environment_)
+    raise RunError(f"{path} describes neither a training run nor an ensemble; the run folder "
+                   f"may be damaged")
+
+
+def environment() -> dict[str, Any]:
+    """Versions and machine details recorded with every run.
+
+    Versions come from the installed distributions, so recording them imports no framework.
+    """
+    import keras
+
+    def version(*dists: str) -> str | None:
+        for dist in dists:
+            with contextlib.suppress(importlib.metadata.PackageNotFoundError):
+                return importlib.metadata.version(dist)
+        return None
+
+    backend = keras.backend.backend()
+    return {
+        "mnist_digits": __version__,
+        "keras": keras.__version__,
+        "backend": backend,
+        backend: version(*{"tensorflow": ("tensorflow", "tensorflow-cpu"),
+                           "torch": ("torch",)}.get(backend, (backend,))),
+        "numpy": version("numpy"),
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "data": data.data_fingerprint(),
+    }
+
+
+def read_history(run_dir: str | os.PathLike) -> dict[str, list[float]]:
+    """Reads a run's `history.csv` into column -> list of floats, one per completed epoch.
+
+    Returns {} when the run has no history (an ensemble, or a run killed before its first epoch).
+    """
+    path = Path(run_dir) / HISTORY
+    if not path.exists():
+        return {}
+    with path.open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    columns: dict[str, list[float]] = {}
+    for row in rows:
+        for key, value in row.items():
+            number = float(value) if value not in ("", None) else math.nan
+            columns.setdefault(key, []).append(number)
+    return columns
+
+
+def backed_up_epochs(run_dir: str | os.PathLike) -> int:
+    """How many epochs the run's training backup holds (0 when there is none)."""
+    path = Path(run_dir) / BACKUP / _BACKUP_METADATA
+    return int(read_json(path)["epoch"]) if path.exists() else 0
+
+
+def read_status(run_dir: str | os.PathLike) -> dict[str, Any]:
+    """The run's `status.json` ({} when there is none)."""
+    path = Path(run_dir) / STATUS
+    return read_json(path) if path.exists() else {}

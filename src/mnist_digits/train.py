@@ -15,11 +15,9 @@ those of the `model.keras` the run leaves behind.
 
 from __future__ import annotations
 
-import csv
 import logging
 import math
 import os
-import platform
 import sys
 import time
 from collections.abc import Sequence
@@ -30,37 +28,20 @@ import keras
 import numpy as np
 
 from mnist_digits import (
-    __version__,
     augment,
     calibrate,
     data,
+    evaluate,
     modelfile,
     models,
     outliers,
     predict,
     runs,
 )
-from mnist_digits.config import TrainConfig
+from mnist_digits.config import TrainConfig, split_settings
 from mnist_digits.errors import RunError
 
 log = logging.getLogger(__name__)
-
-
-def environment() -> dict[str, Any]:
-    """Versions and machine details recorded with every run."""
-    import tensorflow as tf
-
-    return {
-        "mnist_digits": __version__,
-        "keras": keras.__version__,
-        "backend": keras.backend.backend(),
-        "tensorflow": tf.__version__,
-        "numpy": np.__version__,
-        "python": platform.python_version(),
-        "machine": platform.machine(),
-        "cpu_count": os.cpu_count(),
-        "data": data.data_fingerprint(),
-    }
 
 
 STEPS_PER_EXECUTION = 16
@@ -129,21 +110,6 @@ class BestModelSaver(keras.callbacks.Callback):
             modelfile.save_model(self.model, self.path)
 
 
-def read_history(path: str | os.PathLike) -> dict[str, list[float]]:
-    """Reads `history.csv` into column -> list of floats (one per completed epoch)."""
-    path = Path(path)
-    if not path.exists():
-        return {}
-    with path.open(newline="") as f:
-        rows = list(csv.DictReader(f))
-    columns: dict[str, list[float]] = {}
-    for row in rows:
-        for key, value in row.items():
-            number = float(value) if value not in ("", None) else math.nan
-            columns.setdefault(key, []).append(number)
-    return columns
-
-
 # A run folder holds model.keras (+ backups) of at most a few MB for the presets, plots, logs.
 MIN_FREE_BYTES = 64 * 1024 * 1024
 
@@ -169,12 +135,10 @@ def _prepare_resume(run_dir: Path) -> None:
     leaves one row more than the backup holds; that epoch is trained again and must not be
     counted twice.
     """
-    status = runs.read_json(run_dir / runs.STATUS) if (run_dir / runs.STATUS).exists() else {}
-    if status.get("state") == "done":
+    if runs.read_status(run_dir).get("state") == "done":
         raise RunError(f"{run_dir} finished already; nothing to resume (start a new run with "
                        f"`mnist-digits train`)")
-    metadata = run_dir / runs.BACKUP / "training_metadata.json"
-    completed = runs.read_json(metadata)["epoch"] if metadata.exists() else 0
+    completed = runs.backed_up_epochs(run_dir)
     history_path = run_dir / runs.HISTORY
     if history_path.exists():
         lines = history_path.read_text().splitlines(keepends=True)
@@ -247,24 +211,16 @@ def train(
         RunError: the folder is not writable or, when resuming, not an interrupted run.
         DataError: the MNIST files are missing or corrupt.
     """
-    from mnist_digits import evaluate  # late: evaluate imports matplotlib and scikit-learn
-
     run_dir = Path(run_dir)
     if resume:
         _prepare_resume(run_dir)
     else:
         check_free_space(run_dir)
         # Saved before anything else, so even a run that dies at once says what it was.
-        try:
-            runs.write_json(run_dir / runs.CONFIG,
-                            {"config": config.to_dict(), "environment": environment()})
-        except OSError as err:
-            raise RunError(f"cannot write to run folder {run_dir}: {err.strerror}; choose "
-                           f"another place with --results-dir") from None
+        runs.write_config(run_dir, config=config)
     keras.utils.set_random_seed(config.seed)
     if splits is None:
-        splits = data.make_splits(*data.load_mnist(config.data_dir), val_size=config.val_size,
-                                  limit=config.limit)
+        splits = data.load_splits(**split_settings(config.to_dict()))
     model = augment.with_augmentation(models.build_model(config.model, **config.model_options),
                                       config.augment, seed=config.seed)
     x_train, y_train = with_outliers(config, splits.x_train, splits.y_train)
@@ -278,7 +234,7 @@ def train(
         steps_per_execution=STEPS_PER_EXECUTION,
     )
     history_path = run_dir / runs.HISTORY
-    previous = read_history(history_path) if resume else {}
+    previous = runs.read_history(run_dir) if resume else {}
     best_so_far = min(previous["val_loss"]) if previous.get("val_loss") else None
     all_callbacks: list[keras.callbacks.Callback] = [
         EpochTimer(),

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import one_line_error
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -92,10 +93,8 @@ def data_copy(tmp_path) -> Path:
 def test_a_broken_data_file_is_one_clear_error(fault, data_copy, capsys):
     apply, culprit, problem = FAULTS[fault]
     apply(data_copy)
-    assert main(["data", "verify", "--data-dir", str(data_copy)]) == 1
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "Traceback" not in err, err
-    assert str(data_copy / culprit) in err and problem in err, err
+    one_line_error(capsys, main(["data", "verify", "--data-dir", str(data_copy)]), 1,
+                   str(data_copy / culprit), problem)
     # Training on it fails the same way, before a run folder gets any model.
     with pytest.raises(DataError, match=problem.replace("(", r"\(").replace(")", r"\)")):
         data.load_mnist(data_copy)

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers import one_line_error
 
 from mnist_digits import data, download
 from mnist_digits.cli import main
@@ -134,10 +135,8 @@ def test_an_interrupted_download_leaves_no_partial_file(server, tmp_path, monkey
 def test_cli_download_failure_is_one_clear_error(server, tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(download, "download_mnist", functools.partial(
         download.download_mnist, mirrors=(mirror(server, "forbidden"),)))
-    assert main(["data", "download", "--dest", str(tmp_path / "mnist"), "--timeout", "1"]) == 1
-    err = capsys.readouterr().err
-    assert err.startswith("mnist-digits data: error: could not download") and "HTTP 403" in err
-    assert "Traceback" not in err
+    code = main(["data", "download", "--dest", str(tmp_path / "mnist"), "--timeout", "1"])
+    one_line_error(capsys, code, 1, "mnist-digits data: error: could not download", "HTTP 403")
 
 
 def test_cli_download_then_verify(server, tmp_path, capsys, monkeypatch):

@@ -3,7 +3,7 @@ the real server process on 127.0.0.1, 8 clients, good and bad uploads mixed."""
 
 from __future__ import annotations
 
-from mnist_digits import loadtest
+from mnist_digits.bench import loadtest
 
 
 def test_server_under_load_answers_everything_and_never_5xx(mnist_run, mnist_model):

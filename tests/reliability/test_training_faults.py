@@ -14,6 +14,7 @@ from pathlib import Path
 import keras
 import matplotlib.figure
 import pytest
+from helpers import one_line_error
 
 from mnist_digits import evaluate, modelfile, predict, runs, train
 from mnist_digits.cli import main
@@ -49,8 +50,7 @@ def wait_for_epochs(results: Path, n: int, proc: subprocess.Popen, timeout: floa
 
 def finish_with_resume(run_dir: Path, capsys) -> dict:
     assert main(["train", "--resume", str(run_dir)]) == 0
-    assert "Traceback" not in capsys.readouterr().err
-    history = train.read_history(run_dir / runs.HISTORY)
+    history = runs.read_history(run_dir)
     assert history["epoch"] == [0.0, 1.0, 2.0]  # the same 3 epochs, each once
     metrics = json.loads((run_dir / runs.METRICS).read_text())
     assert metrics["epochs_run"] == 3 and 0.8 < metrics["test"]["accuracy"] <= 1
@@ -69,7 +69,7 @@ def test_sigkill_mid_epoch_then_resume_finishes_the_same_run(tmp_path, capsys):
     proc.send_signal(signal.SIGKILL)
     proc.communicate()
     assert proc.returncode == -signal.SIGKILL
-    assert len(train.read_history(run_dir / runs.HISTORY)["epoch"]) == 1
+    assert len(runs.read_history(run_dir)["epoch"]) == 1
     assert not (run_dir / runs.METRICS).exists()
     finish_with_resume(run_dir, capsys)
 
@@ -93,8 +93,7 @@ def test_resuming_a_finished_run_is_refused(tmp_path, tiny_splits, capsys):
     config = resolve_config({}, {"model": "mlp_small", "epochs": 1})
     run_dir = runs.new_run_dir(tmp_path, "mlp_small")
     train.train(config, run_dir, splits=tiny_splits)
-    assert main(["train", "--resume", str(run_dir)]) == 1
-    assert "finished already" in capsys.readouterr().err
+    one_line_error(capsys, main(["train", "--resume", str(run_dir)]), 1, "finished already")
 
 
 @pytest.mark.parametrize("model", ["mlp_small", "cnn_fast"])
@@ -170,10 +169,8 @@ def _partial_text(original, marker: str):
 def test_an_unwritable_results_folder_fails_before_training(tmp_path, capsys):
     blocker = tmp_path / "results"
     blocker.write_text("a file where the results folder should be")
-    assert main(["train", "--model", "mlp_small", "--results-dir", str(blocker)]) == 1
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "cannot create a run folder" in err
-    assert "--results-dir" in err
+    one_line_error(capsys, main(["train", "--model", "mlp_small", "--results-dir", str(blocker)]),
+                   1, "cannot create a run folder", "--results-dir")
 
 
 def test_a_full_disk_fails_before_training(tmp_path, capsys, monkeypatch):
@@ -182,8 +179,7 @@ def test_a_full_disk_fails_before_training(tmp_path, capsys, monkeypatch):
 
     usage = collections.namedtuple("usage", "total used free")
     monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10**9, 10**9 - 10**6, 10**6))
-    assert main(["train", "--model", "mlp_small", "--results-dir", str(tmp_path)]) == 1
-    err = capsys.readouterr().err
-    assert "MB free" in err and "--results-dir" in err and err.count("\n") == 1
+    one_line_error(capsys, main(["train", "--model", "mlp_small", "--results-dir", str(tmp_path)]),
+                   1, "MB free", "--results-dir")
     (run_dir,) = [p for p in tmp_path.iterdir() if p.is_dir()]
     assert not (run_dir / runs.HISTORY).exists()  # nothing was trained

@@ -12,6 +12,7 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
+from helpers import one_line_error
 from packaging.version import Version
 
 from mnist_digits import modelfile, models, predict
@@ -31,10 +32,8 @@ def saved(tmp_path_factory) -> Path:
 def refused(capsys, model_path, fragment) -> None:
     """`predict --model PATH` exits 2 with one line that explains the refusal."""
     image = Path(__file__).parents[2] / "docs"
-    assert main(["predict", "--model", str(model_path), str(image)]) == 2
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "Traceback" not in err
-    assert fragment in err
+    one_line_error(capsys, main(["predict", "--model", str(model_path), str(image)]), 2,
+                   fragment)
 
 
 @pytest.mark.parametrize(("name", "fragment"), [

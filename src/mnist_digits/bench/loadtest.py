@@ -42,7 +42,8 @@ class Sample:
 def make_samples(model: Any, good: int, seed: int = 0) -> tuple[list[Sample], list[Sample]]:
     """User-style images of MNIST test digits that the model reads right in process, and bad
     uploads (text, truncated, empty, a PDF, a decompression bomb header)."""
-    from mnist_digits import data, reading, userimages
+    from mnist_digits import data, reading
+    from mnist_digits.bench import userimages
 
     (_, _), (x_test, y_test) = data.load_mnist()
     rng = np.random.default_rng(seed)
