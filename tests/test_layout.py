@@ -1,0 +1,76 @@
+"""The package's shape: imports point one way, the product never imports the bench, and the
+dependencies are ranges with the exact set in the lock file."""
+
+from __future__ import annotations
+
+import ast
+import re
+import tomllib
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGE = ROOT / "src" / "mnist_digits"
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def import_graph() -> dict[str, set[str]]:
+    """module -> the package modules it imports, anywhere in the file (late imports too)."""
+    modules = {_module_name(p): p for p in PACKAGE.rglob("*.py")}
+    graph = {}
+    for name, path in modules.items():
+        found = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                for alias in node.names:
+                    candidate = f"{node.module}.{alias.name}"
+                    found.add(candidate if candidate in modules else node.module)
+            elif isinstance(node, ast.Import):
+                found.update(alias.name for alias in node.names)
+        graph[name] = {m for m in found if m in modules and m not in (name, "mnist_digits")}
+    return graph
+
+
+def test_no_import_loop():
+    graph = import_graph()
+
+    def reaches(start: str, goal: str) -> bool:
+        seen, stack = set(), [start]
+        while stack:
+            for nxt in graph[stack.pop()]:
+                if nxt == goal:
+                    return True
+                if nxt not in seen:
+                    seen.add(nxt)
+                    stack.append(nxt)
+        return False
+
+    loops = sorted((a, b) for a, deps in graph.items() for b in deps if reaches(b, a))
+    assert loops == []
+
+
+def test_only_the_cli_imports_the_bench():
+    graph = import_graph()
+    importers = {name for name, deps in graph.items()
+                 if any(d.startswith("mnist_digits.bench") for d in deps)
+                 and not name.startswith("mnist_digits.bench")}
+    assert importers == {"mnist_digits.cli"}
+
+
+def test_dependencies_are_ranges_and_the_lock_pins_each_one():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    lock = {re.split(r"==", line)[0].lower().replace("_", "-"): line
+            for line in (ROOT / "requirements.lock").read_text().splitlines()
+            if line and not line.startswith("#")}
+    assert all("==" in line for line in lock.values())
+    requirements = [*project["dependencies"], *project["optional-dependencies"]["export"],
+                    *project["optional-dependencies"]["dev"]]
+    for requirement in requirements:
+        assert "==" not in requirement.split(";")[0], requirement  # markers may use ==
+        name = re.match(r"[A-Za-z0-9._-]+", requirement).group().lower().replace("_", "-")
+        if "platform_machine != 'x86_64'" in requirement:
+            continue  # the non-x86 TensorFlow wheel; the lock was made on x86-64
+        assert name in lock, f"{name} is not in requirements.lock"
