@@ -6,23 +6,32 @@ PYTHON ?= $(shell for p in python3.11 python3.12 python3.13 python3; do \
 	command -v $$p >/dev/null 2>&1 && { command -v $$p; break; }; done)
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed-stamp
 LOCK := requirements.lock
-# Everything the tests need: the package, the export stack and the test tools, at the exact
-# versions of the lock file.
-EXTRAS := dev,export
+# `make run` needs the package on its default backend, TensorFlow; `make test` needs everything:
+# the test tools, the export stack and the JAX and torch backends, so every backend is tested.
+# Both install at the exact versions of the lock file, into the same .venv.
+RUN_STAMP := $(VENV)/.installed-run
+STAMP := $(VENV)/.installed-test
+EXTRAS := dev,export,jax,torch
 
 .PHONY: run test lint compare bench slow lock clean
 
-$(STAMP): pyproject.toml $(LOCK)
+$(VENV)/.created:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if (3, 11) <= sys.version_info[:2] <= (3, 13) else \
 		f"Python 3.11 to 3.13 is needed, found {sys.version.split()[0]}; set PYTHON=/path/to/python3.x")'
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -c $(LOCK) -e '.[$(EXTRAS)]'
-	touch $(STAMP)
+	touch $@
 
-run: $(STAMP)
+$(RUN_STAMP): pyproject.toml $(LOCK) $(VENV)/.created
+	$(BIN)/python -m pip install --quiet -c $(LOCK) -e .
+	touch $@
+
+$(STAMP): pyproject.toml $(LOCK) $(VENV)/.created
+	$(BIN)/python -m pip install --quiet -c $(LOCK) -e '.[$(EXTRAS)]'
+	touch $@ $(RUN_STAMP)
+
+run: $(RUN_STAMP)
 	$(BIN)/mnist-digits train
 
 test: $(STAMP)
