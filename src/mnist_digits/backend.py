@@ -1,17 +1,100 @@
-"""The seam for backend-specific code: what differs between Keras's backends lives here.
+"""The seam for backend-specific code: everything that differs between Keras's backends.
 
-Today that is TensorFlow's start-up noise. TensorFlow 2.21 writes its absl and oneDNN notices
-straight to file descriptor 2 while it is imported, before any Python logging or environment
-variable can stop them (`TF_CPP_MIN_LOG_LEVEL` silences only some), so `import_keras_quietly`
-captures the descriptor around the import and passes on every line that is not a known notice.
+Model, training and inference code use `keras.layers` and `keras.ops` only; what cannot be
+written that way lives here, one function per need:
+
+- choosing the backend (`choose`) before Keras is imported, with a one-line refusal when the
+  backend is unknown or not installed;
+- importing Keras without TensorFlow's start-up notices (`import_keras_quietly`): TensorFlow
+  2.21 writes its absl and oneDNN notices straight to file descriptor 2 while it is imported,
+  before any Python logging or environment variable can stop them, so the descriptor is captured
+  around the import and every line that is not a known notice is passed on;
+- the compiled inference-mode forward pass (`compiled_forward`): a `tf.function`, a `jax.jit`
+  over fixed batch shapes, or a torch call under `inference_mode`;
+- training settings that depend on the backend (`steps_per_execution`);
+- JAX's persistent compilation cache (`configure_compile_cache`);
+- the devices the backend sees, and the versions that matter (`describe`).
 """
 
 from __future__ import annotations
 
+import contextlib
+import importlib.metadata
+import importlib.util
+import logging
 import os
 import re
 import sys
 import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mnist_digits.errors import ConfigError
+
+BACKENDS = ("tensorflow", "jax", "torch")
+DEFAULT = "tensorflow"  # measured fastest on the 2-core CPU this project is developed on
+
+# The module each backend imports, the distributions that provide it, and how to install it.
+_MODULE = {"tensorflow": "tensorflow", "jax": "jax", "torch": "torch"}
+_DISTRIBUTIONS = {"tensorflow": ("tensorflow", "tensorflow-cpu"), "jax": ("jax",),
+                  "torch": ("torch",)}
+_INSTALL = {"tensorflow": "pip install tensorflow-cpu (or tensorflow[and-cuda] for a GPU)",
+            "jax": "pip install 'mnist-digits[jax]' (in a checkout: pip install -e '.[jax]')",
+            "torch": "pip install 'mnist-digits[torch]' (in a checkout: pip install -e "
+                     "'.[torch]')"}
+
+# Where JAX keeps compiled programs between processes, unless told otherwise.
+COMPILE_CACHE_ENV = "MNIST_DIGITS_COMPILE_CACHE"
+
+
+def choose(name: str | None = None) -> str:
+    """Sets the Keras backend for this process; call it before Keras is imported.
+
+    Args:
+        name: `tensorflow`, `jax` or `torch`; None means `KERAS_BACKEND` if set, else the
+            default.
+
+    Returns:
+        The backend chosen.
+
+    Raises:
+        ConfigError: an unknown backend, one that is not installed, or a different backend
+            than the one Keras was already imported with.
+    """
+    name = name or os.environ.get("KERAS_BACKEND") or DEFAULT
+    if name not in BACKENDS:
+        raise ConfigError(f"unknown backend {name!r}; choose one of {', '.join(BACKENDS)}")
+    if "keras" in sys.modules:
+        current = sys.modules["keras"].backend.backend()
+        if current != name:
+            raise ConfigError(f"Keras is already running on {current} in this process; start "
+                              f"a new one to use {name}")
+    if importlib.util.find_spec(_MODULE[name]) is None:
+        raise ConfigError(f"the {name} backend is not installed; install it with "
+                          f"{_INSTALL[name]}")
+    os.environ["KERAS_BACKEND"] = name
+    return name
+
+
+def version(backend: str) -> str | None:
+    """The installed version of a backend's library (None if it is not installed); importing
+    nothing."""
+    for distribution in _DISTRIBUTIONS[backend]:
+        with contextlib.suppress(importlib.metadata.PackageNotFoundError):
+            return importlib.metadata.version(distribution)
+    return None
+
+
+def require_tensorflow(feature: str) -> None:
+    """Raises ConfigError, in one line, when `feature` needs TensorFlow and it is missing."""
+    if importlib.util.find_spec("tensorflow") is None:
+        raise ConfigError(f"{feature} needs TensorFlow, which is not installed; install it "
+                          f"with {_INSTALL['tensorflow']}")
+
 
 # Notices TensorFlow prints on every start; anything else written during the import (a real
 # error, a warning about the installation) still reaches stderr.
@@ -53,3 +136,254 @@ def import_keras_quietly() -> None:
             capture.seek(0)
             sys.stderr.write(filter_start_up_notices(capture.read().decode(errors="replace")))
             sys.stderr.flush()
+
+
+def current() -> str:
+    """The backend Keras runs on."""
+    import keras
+
+    return keras.backend.backend()
+
+
+def set_random_seed(seed: int) -> None:
+    """`keras.utils.set_random_seed` (Python, NumPy, the backend, Keras's generators), without
+    importing TensorFlow on the other backends.
+
+    Keras seeds TensorFlow whenever it is installed, for `tf.data` pipelines; this project feeds
+    NumPy arrays, so off TensorFlow that import would only cost seconds and memory. For the call,
+    `import tensorflow` is made to fail, which Keras takes as "not installed" (and remembers, so
+    nothing later in the process imports it either).
+    """
+    import keras
+
+    if current() == "tensorflow" or "tensorflow" in sys.modules:
+        keras.utils.set_random_seed(seed)
+        return
+    sys.modules["tensorflow"] = None  # type: ignore[assignment]  # import -> ImportError
+    try:
+        keras.utils.set_random_seed(seed)
+    finally:
+        del sys.modules["tensorflow"]
+
+
+def jit_compile() -> bool | str:
+    """Keras's `jit_compile` for training on this backend.
+
+    TensorFlow and JAX: Keras's "auto" (XLA where every layer supports it). torch: off:
+    torch.compile of the train step made `cnn_fast`'s first epoch 74.8 s instead of 12.8 s and
+    the later ones no faster on 2 CPU cores (the bench's `backends` section).
+    """
+    return False if current() == "torch" else "auto"
+
+
+def steps_per_execution() -> int:
+    """Batches per call into the compiled train step.
+
+    Several batches per call means less Python per batch, which matters for small models
+    (measured on TensorFlow: 5.2 -> 4.4 s per `cnn_fast` epoch at 16). Keras's torch trainer
+    runs one batch per call and refuses anything else.
+    """
+    return 1 if current() == "torch" else 16
+
+
+# Each model gets its own tf.function, traced once. TensorFlow counts the traces of all of them
+# as "retracing" of one function and warns after a few models (compare, ensembles, tests); the
+# warning is wrong here. (Getting the logger does not import TensorFlow.)
+logging.getLogger("tensorflow").addFilter(
+    lambda record: "triggered tf.function retracing" not in record.getMessage())
+
+# JAX reports at INFO that a machine has no TPU, on every start; not news to anyone.
+logging.getLogger("jax._src.xla_bridge").setLevel(logging.WARNING)
+
+# Batch sizes the compiled forward passes are built for (JAX always, torch once it pays); a batch
+# is padded up to the next one, so a server answering one image at a time, and `predict` over any
+# number of files, compile a handful of programs once instead of one per batch size.
+BATCH_SIZES = (1, 8, 64, 256, 1024)
+
+
+def _bucket(n: int) -> int:
+    return next((size for size in BATCH_SIZES if size >= n), n)
+
+
+def _padded(x: np.ndarray, size: int) -> np.ndarray:
+    if size == len(x):
+        return x
+    return np.concatenate([x, np.zeros((size - len(x), *x.shape[1:]), x.dtype)])
+
+
+def compiled_forward(model: Any) -> Callable[[np.ndarray], Any]:
+    """The model's inference-mode forward pass, compiled where the backend allows.
+
+    - TensorFlow: a `tf.function` with a fixed input signature, so one graph serves every batch
+      size. (XLA, `jit_compile=True`, compiles per batch shape and measured slower on a CPU for
+      small convnets.) The eager call it replaced measured 10.8 ms for one image.
+    - JAX: `jax.jit` of `model.stateless_call` with the weights passed in, on batches padded to
+      `BATCH_SIZES` so each size compiles once (a few hundred ms each, kept by the persistent
+      cache; the direct call re-traces every layer and measured 12.9 ms for one image on a GPU).
+    - torch: `TorchForward`: eager under `torch.inference_mode()`, then `torch.compile` for a
+      batch size once the eager calls of that size have cost what a compile costs.
+
+    The returned function takes float32 `(n, *input_shape)` and returns the outputs for those
+    `n` images (a backend tensor; `keras.ops.convert_to_numpy` reads it). The weights are read
+    when the function is called (JAX) or frozen into the compiled program (torch, which is only
+    compiled for models that are used, not trained).
+    """
+    backend = current()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        def call(x):
+            return model(x, training=False)
+
+        # No AutoGraph: the forward pass has no Python control flow to convert.
+        return tf.function(call, autograph=False, input_signature=[
+            tf.TensorSpec((None, *model.input_shape[1:]), tf.float32)])
+    if backend == "jax":
+        import jax
+
+        @jax.jit
+        def run(trainable, non_trainable, x):
+            outputs, _ = model.stateless_call(trainable, non_trainable, x, training=False)
+            return outputs
+
+        def forward(x: np.ndarray) -> Any:
+            n = len(x)
+            # The weights' current values, read on every call: a model trained further after
+            # the first call must not answer with its old weights.
+            return run([v.value for v in model.trainable_variables],
+                       [v.value for v in model.non_trainable_variables],
+                       _padded(x, _bucket(n)))[:n]
+
+        return forward
+    return TorchForward(model)
+
+
+class TorchForward:
+    """The torch forward pass: eager first, compiled for a batch size once that pays.
+
+    Keras's torch layers run channels-last convolutions and pooling as separate, unfused ops
+    (measured on 2 CPU cores: 4,900 images/s and 3.0 ms for one image, against TensorFlow's
+    22,000/s and 1.0 ms). `torch.compile` with Inductor's freezing (weights folded in as
+    constants, convolutions pre-packed) measured 13,700 images/s and 0.5 ms, but costs 5-10 s to
+    compile each batch size. So a size is compiled once its eager calls have taken
+    `COMPILE_AFTER_SECONDS` (the ski-rental rule: never more than twice the best choice made in
+    hindsight): a one-shot `predict` never compiles, a server or a long evaluation does.
+    `compile(size)` compiles ahead, for a server that wants its first answers fast.
+    """
+
+    COMPILE_AFTER_SECONDS = 10.0
+
+    def __init__(self, model: Any) -> None:
+        self.model = model
+        self.eager_seconds: dict[int, float] = {}
+        self.compiled_sizes: set[int] = set()
+        self._compiled: Any = None
+
+    def _eager(self, x: Any) -> Any:
+        import torch
+
+        with torch.inference_mode():
+            return self.model(x, training=False)
+
+    def compile(self, size: int) -> None:
+        """Compiles the forward pass for batches of `size` (one of `BATCH_SIZES`)."""
+        import torch
+
+        if self._compiled is None:
+            # A fixed shape per size: dynamic shapes measured slower and recompiled anyway.
+            self._compiled = torch.compile(lambda x: self.model(x, training=False),
+                                           dynamic=False, options={"freezing": True})
+        # Compiled on the kind of tensor later calls pass (one made from a NumPy array), or the
+        # first real call would compile again.
+        with torch.inference_mode():
+            self._compiled(torch.as_tensor(
+                np.zeros((size, *self.model.input_shape[1:]), np.float32)))
+        self.compiled_sizes.add(size)
+
+    def __call__(self, x: np.ndarray) -> Any:
+        import torch
+
+        n = len(x)
+        size = _bucket(n)
+        if size in self.compiled_sizes:
+            # A fresh copy has the standard strides the program was compiled for (an array
+            # given a channel axis by indexing has stride 0 there, and would compile again).
+            batch = np.array(_padded(x, size), np.float32, order="C", copy=True)
+            with torch.inference_mode():
+                return self._compiled(torch.as_tensor(batch))[:n]
+        start = time.perf_counter()
+        out = self._eager(x)
+        self.eager_seconds[size] = self.eager_seconds.get(size, 0.0) + time.perf_counter() - start
+        if size in BATCH_SIZES and self.eager_seconds[size] > self.COMPILE_AFTER_SECONDS:
+            self.compile(size)
+        return out
+
+
+def warm_up(forward: Callable[[np.ndarray], Any], input_shape: tuple[int, ...],
+            sizes: tuple[int, ...] = (1,)) -> None:
+    """Compiles `forward` (from `compiled_forward`) for these batch sizes now rather than on
+    demand: for a server, whose first answers should be as fast as the rest."""
+    for size in sizes:
+        if isinstance(forward, TorchForward):
+            forward.compile(_bucket(size))
+        else:
+            forward(np.zeros((size, *input_shape), np.float32))
+
+
+def default_compile_cache() -> Path:
+    """`$XDG_CACHE_HOME/mnist-digits/jax` (`~/.cache/...` when XDG_CACHE_HOME is unset)."""
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "mnist-digits" / "jax"
+
+
+def compile_cache_dir() -> Path | None:
+    """JAX's persistent compilation cache folder: `MNIST_DIGITS_COMPILE_CACHE` if set (`off`
+    turns the cache off), else `default_compile_cache()`."""
+    setting = os.environ.get(COMPILE_CACHE_ENV, "").strip()
+    if setting.lower() in ("off", "0", "false", "no"):
+        return None
+    return Path(setting) if setting else default_compile_cache()
+
+
+def configure_compile_cache() -> Path | None:
+    """Turns on JAX's persistent compilation cache (train and predict share it); returns its
+    folder, or None when it is off or the backend is not JAX.
+
+    Every compiled program is kept, however small or quick to compile: this project's programs
+    are all small, and their compile time is most of a short run.
+    """
+    folder = compile_cache_dir()
+    if folder is None or current() != "jax":
+        return None
+    import jax
+
+    folder.mkdir(parents=True, exist_ok=True)
+    jax.config.update("jax_compilation_cache_dir", str(folder))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+    return folder
+
+
+def devices() -> list[str]:
+    """The devices the backend sees, as `KIND:INDEX name` strings (GPU names included)."""
+    backend = current()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        found = []
+        for device in tf.config.list_physical_devices():
+            name = device.name.replace("/physical_device:", "")
+            if device.device_type == "GPU":
+                details = tf.config.experimental.get_device_details(device)
+                name += f" {details.get('device_name', '')}".rstrip()
+            found.append(name)
+        return found
+    if backend == "jax":
+        import jax
+
+        return [f"{d.platform.upper()}:{d.id} {d.device_kind}" for d in jax.devices()]
+    import torch
+
+    found = ["CPU:0"]
+    found += [f"GPU:{i} {torch.cuda.get_device_name(i)}" for i in range(torch.cuda.device_count())]
+    return found

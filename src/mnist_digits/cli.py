@@ -10,6 +10,7 @@ import argparse
 import contextlib
 import csv
 import dataclasses
+import importlib.metadata
 import json
 import logging
 import os
@@ -125,7 +126,7 @@ _THRESHOLD_HELP = ("calibrated confidence under which a digit is 'unsure' (defau
 # `bench --only` choices, in run order; a test keeps them equal to the bench's own registry
 # (importing it here would slow every command's start).
 BENCH_SECTIONS = ("training", "ablation", "best", "calibration", "realworld", "numbers",
-                  "rejection", "inference", "load")
+                  "rejection", "inference", "load", "backends")
 
 
 def _command(sub: Any, name: str, summary: str, description: str,
@@ -148,6 +149,13 @@ def build_parser() -> argparse.ArgumentParser:
                "`mnist-digits COMMAND --help` describes each command.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument("-q", "--quiet", action="store_true", help="log warnings only")
+    parser.add_argument("--backend", choices=backend.BACKENDS, metavar="NAME",
+                        help="Keras backend: tensorflow (default), jax or torch; "
+                             "KERAS_BACKEND is read too")
+    parser.add_argument("--no-compile-cache", action="store_true",
+                        help="do not keep JAX's compiled programs between runs (kept by "
+                             f"default in {backend.default_compile_cache()}, or "
+                             f"${backend.COMPILE_CACHE_ENV})")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
                                 parser_class=_Parser)
 
@@ -182,6 +190,12 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--force", action="store_true", help="download even files that verify")
     d.add_argument("--timeout", type=_positive_float, default=30.0, metavar="SECONDS",
                    help="seconds to wait on each mirror (default 30)")
+
+    _command(sub, "info", "the backend, its devices, the compile cache, the data, the versions",
+             "Prints the Keras backend and its version, the devices it sees (GPU names "
+             "included), JAX's compile cache, the MNIST data check and the versions that "
+             "matter. Exits 1 if the data check fails.",
+             ["info", "--backend jax info"])
 
     p = _command(sub, "evaluate", "redo a run's evaluation report on the test set",
                  "Rewrites a finished run's metrics.json, errors.csv and plots from its "
@@ -359,6 +373,41 @@ def cmd_data(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_info(args: argparse.Namespace) -> int:
+    import keras
+
+    from mnist_digits import data
+
+    name = backend.current()
+    print(f"mnist-digits {__version__}")
+    print(f"backend: {name} {backend.version(name)} (Keras {keras.__version__})")
+    print("devices: " + ", ".join(backend.devices()))
+    cache = backend.compile_cache_dir()
+    if name != "jax":
+        print("compile cache: not used (JAX only)")
+    elif cache is None:
+        print("compile cache: off")
+    else:
+        files = [p for p in cache.rglob("*") if p.is_file()] if cache.exists() else []
+        size = sum(p.stat().st_size for p in files) / 2**20
+        print(f"compile cache: {cache} ({len(files)} files, {size:.1f} MiB)")
+    status = 0
+    try:
+        (x_train, _), (x_test, _) = data.load_mnist()
+        print(f"data: MNIST files OK, {len(x_train)} training and {len(x_test)} test images, "
+              f"SHA-256 verified ({data.default_data_dir()})")
+    except MnistDigitsError as err:
+        print(f"data: {err}")
+        status = EXIT_ERROR
+    versions = {"python": sys.version.split()[0]}
+    versions.update({b: backend.version(b) for b in backend.BACKENDS})
+    for dist in ("numpy", "scipy", "pillow", "fastapi"):
+        with contextlib.suppress(importlib.metadata.PackageNotFoundError):
+            versions[dist] = importlib.metadata.version(dist)
+    print("versions: " + ", ".join(f"{k} {v or 'not installed'}" for k, v in versions.items()))
+    return status
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from mnist_digits import evaluate
 
@@ -527,9 +576,13 @@ def cmd_predict(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from mnist_digits import predict
     from mnist_digits.serve.app import create_app
 
     model = _load_model_or_usage_error(args.model)
+    # Compiled before the first request (on torch that takes seconds), so it is not the one to
+    # wait: a request is one image, with up to a few digits.
+    predict.warm_up(model, (1, 8))
     app = create_app(model, max_upload_bytes=int(args.max_upload_mb * 1024 * 1024),
                      threshold=args.threshold)
     print(f"Serving on http://{args.host}:{args.port}/ (Ctrl-C stops)", flush=True)
@@ -575,7 +628,7 @@ def cmd_package_model(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"train": cmd_train, "data": cmd_data, "evaluate": cmd_evaluate,
+COMMANDS = {"train": cmd_train, "data": cmd_data, "info": cmd_info, "evaluate": cmd_evaluate,
             "list-models": cmd_list_models, "compare": cmd_compare, "ensemble": cmd_ensemble,
             "predict": cmd_predict, "serve": cmd_serve, "export": cmd_export,
             "package-model": cmd_package_model, "bench": cmd_bench}
@@ -598,8 +651,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     # each epoch's data) bury the useful output; its errors still show.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     try:
+        backend.choose(args.backend)
+        if args.no_compile_cache:
+            os.environ[backend.COMPILE_CACHE_ENV] = "off"
         if args.command not in _WITHOUT_KERAS:
             backend.import_keras_quietly()
+            backend.configure_compile_cache()
         status = COMMANDS[args.command](args)
         # Flushed here, so a reader that has gone away is noticed inside the try.
         sys.stdout.flush()

@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+import keras
 import numpy as np
 from sklearn import metrics as skm
 
@@ -137,6 +138,7 @@ def write_report(run_dir: Path, model: Any, splits: data.Splits, *, header: dict
         predict.predict_proba(calibrate.uncalibrated(model), splits.x_test)
     metrics = {
         **header,
+        "backend": keras.backend.backend(),
         "params": models.count_params(model),
         "epochs_run": len(history.get("epoch", [])),
         "train_seconds": round(float(np.nansum(history.get("epoch_seconds", []))), 2),

@@ -16,7 +16,7 @@ from typing import Any
 import keras
 import numpy as np
 
-from mnist_digits import data, predict
+from mnist_digits import backend, data, predict
 from mnist_digits.errors import MnistDigitsError
 
 FORMATS = {"savedmodel": "tf_saved_model", "litert": "litert", "onnx": "onnx"}
@@ -78,6 +78,10 @@ def export_and_verify(model: keras.Model, fmt: str, out: str | os.PathLike,
     """
     if fmt not in FORMATS:
         raise ExportError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    if fmt != "onnx" or keras.backend.backend() != "torch":
+        # Keras exports these through TensorFlow on every backend (JAX via jax2tf); only torch's
+        # ONNX export goes without it.
+        backend.require_tensorflow(f"export --format {fmt}")
     out = Path(out)
     if images is None:
         (_, _), (x_test, _) = data.load_mnist()

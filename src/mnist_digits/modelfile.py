@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import datetime
 import hashlib
+import itertools
 import json
 import logging
 import os
@@ -29,7 +30,7 @@ import keras
 
 # augment and calibrate register their layers with Keras, which both the class check and loading
 # need.
-from mnist_digits import __version__, augment, calibrate, data, runs  # noqa: F401
+from mnist_digits import __version__, augment, backend, calibrate, data, runs  # noqa: F401
 from mnist_digits.errors import RunError
 
 log = logging.getLogger(__name__)
@@ -65,8 +66,6 @@ def sha256_file(path: str | os.PathLike) -> str:
 
 def save_model(model: keras.Model, path: str | os.PathLike) -> None:
     """Saves `model` to `path` (a `.keras` file) atomically, then its manifest."""
-    import tensorflow as tf
-
     path = Path(path)
     with runs.atomic_path(path) as tmp:
         model.save(tmp)
@@ -79,8 +78,8 @@ def save_model(model: keras.Model, path: str | os.PathLike) -> None:
         "class_names": CLASS_NAMES,
         "input_shape": list(model.input_shape[1:]),
         "keras": keras.__version__,
-        "tensorflow": tf.__version__,
         "backend": keras.backend.backend(),
+        "backend_version": backend.version(keras.backend.backend()),
         "mnist_digits": __version__,
         "saved": datetime.datetime.now().isoformat(timespec="seconds"),
     })
@@ -98,6 +97,17 @@ def _classes(config: Any) -> Iterator[dict[str, Any]]:
             yield from _classes(value)
 
 
+def _release(version: str) -> tuple[int, ...]:
+    """The leading numbers of a version string: "3.15.1" -> (3, 15, 1); "" -> ()."""
+    numbers = []
+    for part in version.split("."):
+        digits = "".join(itertools.takewhile(str.isdigit, part))
+        if not digits:
+            break
+        numbers.append(int(digits))
+    return tuple(numbers)
+
+
 def check_archive(path: Path) -> None:
     """Refuses a `.keras` archive that holds code or classes this package does not know.
 
@@ -107,9 +117,16 @@ def check_archive(path: Path) -> None:
     try:
         with zipfile.ZipFile(path) as archive:
             config = json.loads(archive.read("config.json"))
+            metadata = json.loads(archive.read("metadata.json")) \
+                if "metadata.json" in archive.namelist() else {}
     except (zipfile.BadZipFile, KeyError, json.JSONDecodeError, UnicodeDecodeError) as err:
         raise RunError(f"{path} is not a Keras model archive ({err}); was it saved with "
                        f"model.save('model.keras')?") from None
+    saved_with = str(metadata.get("keras_version", ""))
+    if _release(saved_with) > _release(keras.__version__):
+        # A newer Keras may store layers and options this one reads wrongly or not at all.
+        raise RunError(f"{path} was saved with Keras {saved_with}, newer than this Keras "
+                       f"{keras.__version__}; upgrade it (pip install -U keras) to load the model")
     known = set(keras.saving.get_custom_objects())
     for obj in _classes(config):
         name = obj.get("class_name")

@@ -5,7 +5,6 @@ Reading image files (finding the digits, statuses) is `reading`'s job.
 
 from __future__ import annotations
 
-import logging
 import os
 import weakref
 from collections.abc import Callable
@@ -15,7 +14,7 @@ from typing import Any
 import keras
 import numpy as np
 
-from mnist_digits import data, modelfile, pretrained
+from mnist_digits import backend, data, modelfile, pretrained
 from mnist_digits.errors import RunError
 
 
@@ -41,39 +40,18 @@ def load_model(path: str | os.PathLike | None = None) -> keras.Model:
 _FORWARD: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
-# Each model gets its own compiled function, traced once. TensorFlow counts the traces of all of
-# them as "retracing" of one function and warns after a few models (compare, ensembles, tests);
-# the warning is wrong here. (Getting the logger does not import TensorFlow.)
-logging.getLogger("tensorflow").addFilter(
-    lambda record: "triggered tf.function retracing" not in record.getMessage())
-
-
 def forward_function(model: keras.Model) -> Callable[[np.ndarray], Any]:
-    """The model's inference-mode forward pass, compiled once where the backend allows.
-
-    On TensorFlow this is a `tf.function` with a fixed input signature: one graph for every batch
-    size, traced on first use. A plain eager call re-dispatches every layer from Python and
-    measured 10.8 ms for one image; `model.predict` is slower still, as it builds a dataset per
-    call. (XLA, `jit_compile=True`, was not used: it compiles per batch shape, and measured slower
-    on this CPU for small convnets.) Other backends get the direct call.
-    """
+    """The model's compiled inference-mode forward pass (`backend.compiled_forward`), made once
+    per model and kept while the model lives."""
     forward = _FORWARD.get(model)
     if forward is None:
-        if keras.backend.backend() == "tensorflow":
-            import tensorflow as tf
-
-            def call(x):
-                return model(x, training=False)
-
-            # No AutoGraph: the forward pass has no Python control flow to convert.
-            forward = tf.function(
-                call, autograph=False,
-                input_signature=[tf.TensorSpec((None, *model.input_shape[1:]), tf.float32)])
-        else:
-            def forward(x):
-                return model(x, training=False)
-        _FORWARD[model] = forward
+        forward = _FORWARD[model] = backend.compiled_forward(model)
     return forward
+
+
+def warm_up(model: keras.Model, sizes: tuple[int, ...] = (1,)) -> None:
+    """Compiles the model's forward pass for these batch sizes now (see `backend.warm_up`)."""
+    backend.warm_up(forward_function(model), tuple(model.input_shape[1:]), sizes)
 
 
 def predict_proba(model: keras.Model, images: np.ndarray, batch_size: int = 1024) -> np.ndarray:

@@ -1,11 +1,12 @@
 """Training: `train(config, run_dir)` builds the model, fits it with callbacks, then evaluates.
 
-Everything goes through `model.fit` and stock Keras callbacks:
+Everything goes through `model.fit` and callbacks (Keras's, and three of `callbacks.py`):
+- `EpochTimer` adds each epoch's seconds to its logs;
 - `CSVLogger` writes `history.csv` (appending, so a resumed run keeps its earlier epochs);
 - `BestModelSaver` keeps the best-on-validation-loss model as `model.keras` (atomically, with a
   manifest);
 - `EarlyStopping` (when patience > 0) stops once validation loss stalls;
-- `TensorBoard` logs to `tensorboard/`;
+- `ScalarLogger` writes TensorBoard scalars to `tensorboard/`, on every backend;
 - `BackupAndRestore` backs up every epoch to `backup/`, so `--resume` continues an interrupted
   run from its last completed epoch.
 After fitting, the best checkpoint is reloaded, a temperature is fitted on the validation set
@@ -19,7 +20,6 @@ import logging
 import math
 import os
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -29,6 +29,7 @@ import numpy as np
 
 from mnist_digits import (
     augment,
+    backend,
     calibrate,
     data,
     evaluate,
@@ -38,13 +39,11 @@ from mnist_digits import (
     predict,
     runs,
 )
+from mnist_digits.callbacks import BestModelSaver, EpochTimer, ScalarLogger
 from mnist_digits.config import TrainConfig, split_settings
 from mnist_digits.errors import RunError
 
 log = logging.getLogger(__name__)
-
-
-STEPS_PER_EXECUTION = 16
 
 
 def make_optimizer(config: TrainConfig, steps_per_epoch: int) -> keras.optimizers.Optimizer:
@@ -67,47 +66,6 @@ def make_optimizer(config: TrainConfig, steps_per_epoch: int) -> keras.optimizer
     if config.optimizer == "sgd":
         return keras.optimizers.SGD(lr, momentum=0.9, nesterov=True)
     return keras.optimizers.RMSprop(lr)
-
-
-class EpochTimer(keras.callbacks.Callback):
-    """Adds `epoch_seconds` to each epoch's logs, so history.csv records the training time.
-
-    It must come before CSVLogger in the callback list, which then writes the new column. Summing
-    the column gives the training time even for a run that was interrupted and resumed.
-    """
-
-    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
-        self._start = time.perf_counter()
-
-    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        if logs is not None:
-            logs["epoch_seconds"] = time.perf_counter() - self._start
-
-
-class BestModelSaver(keras.callbacks.Callback):
-    """Saves the model whenever validation loss improves, atomically and with its manifest.
-
-    Keras's ModelCheckpoint writes in place, so a crash mid-save would leave a broken
-    `model.keras`; this one writes a temporary file and renames it (`modelfile.save_model`).
-
-    Args:
-        path: the `.keras` file.
-        best: the best validation loss so far, when resuming, so that a worse epoch after the
-            resume cannot overwrite a better model.
-    """
-
-    def __init__(self, path: Path, best: float | None = None) -> None:
-        super().__init__()
-        self.path = path
-        self.best = best
-
-    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        current = (logs or {}).get("val_loss")
-        if current is None or math.isnan(current):
-            return
-        if self.best is None or current < self.best:
-            self.best = float(current)
-            modelfile.save_model(self.model, self.path)
 
 
 # A run folder holds model.keras (+ backups) of at most a few MB for the presets, plots, logs.
@@ -193,6 +151,7 @@ def train(
     splits: data.Splits | None = None,
     resume: bool = False,
     callbacks: Sequence[keras.callbacks.Callback] = (),
+    jit_compile: bool | str | None = None,
 ) -> dict[str, Any]:
     """Trains a model as `config` says, in `run_dir`, and writes the full evaluation report.
 
@@ -203,6 +162,8 @@ def train(
         splits: data to use instead of loading MNIST (tests pass tiny synthetic data).
         resume: continue an interrupted run from its last completed epoch.
         callbacks: extra Keras callbacks, run after the built-in ones.
+        jit_compile: Keras's `jit_compile` for the train step; None means the backend's
+            measured choice (`backend.jit_compile`). The bench measures the alternatives.
 
     Returns:
         The metrics written to `metrics.json`.
@@ -218,7 +179,7 @@ def train(
         check_free_space(run_dir)
         # Saved before anything else, so even a run that dies at once says what it was.
         runs.write_config(run_dir, config=config)
-    keras.utils.set_random_seed(config.seed)
+    backend.set_random_seed(config.seed)
     if splits is None:
         splits = data.load_splits(**split_settings(config.to_dict()))
     model = augment.with_augmentation(models.build_model(config.model, **config.model_options),
@@ -229,9 +190,8 @@ def train(
         optimizer=make_optimizer(config, steps_per_epoch),
         loss=keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing),
         metrics=["accuracy"],
-        # Several batches per call into the compiled train step: less Python per batch, which
-        # matters for small models (measured 5.2 -> 4.4 s/epoch for cnn_fast at batch 256).
-        steps_per_execution=STEPS_PER_EXECUTION,
+        steps_per_execution=backend.steps_per_execution(),
+        jit_compile=backend.jit_compile() if jit_compile is None else jit_compile,
     )
     history_path = run_dir / runs.HISTORY
     previous = runs.read_history(run_dir) if resume else {}
@@ -242,7 +202,7 @@ def train(
         # On resume the checkpoint must not forget the best loss so far, or the first resumed
         # epoch would overwrite a better model.keras.
         BestModelSaver(run_dir / runs.MODEL, best=best_so_far),
-        keras.callbacks.TensorBoard(log_dir=str(run_dir / runs.TENSORBOARD)),
+        ScalarLogger(run_dir / runs.TENSORBOARD),
         # double_checkpoint keeps the previous backup too, for a kill during the backup itself.
         keras.callbacks.BackupAndRestore(str(run_dir / runs.BACKUP), delete_checkpoint=True,
                                          double_checkpoint=True),

@@ -7,6 +7,7 @@ import json
 import logging
 import re
 import tomllib
+import zipfile
 from pathlib import Path
 
 import keras
@@ -29,11 +30,11 @@ def saved(tmp_path_factory) -> Path:
     return path
 
 
-def refused(capsys, model_path, fragment) -> None:
+def refused(capsys, model_path, *fragments) -> None:
     """`predict --model PATH` exits 2 with one line that explains the refusal."""
     image = Path(__file__).parents[2] / "docs"
     one_line_error(capsys, main(["predict", "--model", str(model_path), str(image)]), 2,
-                   fragment)
+                   *fragments)
 
 
 @pytest.mark.parametrize(("name", "fragment"), [
@@ -63,6 +64,17 @@ def test_a_lambda_layer_is_refused(tmp_path, capsys):
     refused(capsys, path, "Lambda layer")
 
 
+def test_a_model_from_a_newer_keras_is_refused(saved, tmp_path, capsys):
+    path = tmp_path / "future.keras"
+    with zipfile.ZipFile(saved) as source, zipfile.ZipFile(path, "w") as target:
+        for item in source.infolist():
+            content = source.read(item)
+            if item.filename == "metadata.json":
+                content = json.dumps({**json.loads(content), "keras_version": "9.0.0"}).encode()
+            target.writestr(item, content)
+    refused(capsys, path, "saved with Keras 9.0.0, newer than this Keras", "pip install -U keras")
+
+
 def test_an_unregistered_class_is_refused(tmp_path, capsys):
     @keras.saving.register_keras_serializable(package="evil")
     class Exfiltrate(keras.layers.Layer):
@@ -89,7 +101,7 @@ def test_saving_writes_a_manifest(saved):
     assert manifest["sha256"] == modelfile.sha256_file(saved)
     assert manifest["class_names"] == [str(d) for d in range(10)]
     assert manifest["input_shape"] == [28, 28, 1]
-    assert manifest["keras"] == keras.__version__ and manifest["tensorflow"]
+    assert manifest["keras"] == keras.__version__ and manifest["backend_version"]
 
 
 def test_a_model_that_no_longer_matches_its_manifest_loads_with_a_warning(saved, tmp_path,

@@ -1,0 +1,119 @@
+"""Training callbacks of our own: epoch timing, the atomic best-model checkpoint, and TensorBoard
+scalars written without TensorFlow.
+
+Keras's TensorBoard callback writes through `tf.summary`, so it needs TensorFlow whatever the
+backend; `ScalarLogger` writes the same event files (`train/` and `validation/` folders, tags
+`epoch_loss`, `epoch_accuracy`, `epoch_learning_rate`) with the `tensorboard` package's record
+writer and protocol buffers, which import no framework.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import socket
+import time
+from pathlib import Path
+
+import keras
+
+from mnist_digits import modelfile
+
+
+class EpochTimer(keras.callbacks.Callback):
+    """Adds `epoch_seconds` to each epoch's logs, so history.csv records the training time.
+
+    It must come before CSVLogger in the callback list, which then writes the new column. Summing
+    the column gives the training time even for a run that was interrupted and resumed.
+    """
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self._start = time.perf_counter()
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        if logs is not None:
+            logs["epoch_seconds"] = time.perf_counter() - self._start
+
+
+class BestModelSaver(keras.callbacks.Callback):
+    """Saves the model whenever validation loss improves, atomically and with its manifest.
+
+    Keras's ModelCheckpoint writes in place, so a crash mid-save would leave a broken
+    `model.keras`; this one writes a temporary file and renames it (`modelfile.save_model`).
+
+    Args:
+        path: the `.keras` file.
+        best: the best validation loss so far, when resuming, so that a worse epoch after the
+            resume cannot overwrite a better model.
+    """
+
+    def __init__(self, path: Path, best: float | None = None) -> None:
+        super().__init__()
+        self.path = path
+        self.best = best
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        current = (logs or {}).get("val_loss")
+        if current is None or math.isnan(current):
+            return
+        if self.best is None or current < self.best:
+            self.best = float(current)
+            modelfile.save_model(self.model, self.path)
+
+
+class ScalarLogger(keras.callbacks.Callback):
+    """Writes each epoch's metrics as TensorBoard scalars, on any backend.
+
+    Metrics named `val_*` go to `<log_dir>/validation/` without the prefix, the others to
+    `<log_dir>/train/`, as Keras's TensorBoard callback lays them out; the learning rate goes
+    with the training metrics. A resumed run appends a new event file beside the old ones.
+    """
+
+    def __init__(self, log_dir: str | os.PathLike) -> None:
+        super().__init__()
+        self.log_dir = Path(log_dir)
+        self._files: dict[str, object] = {}
+
+    def _writer(self, split: str):
+        from tensorboard.summary.writer.record_writer import RecordWriter
+
+        if split not in self._files:
+            folder = self.log_dir / split
+            folder.mkdir(parents=True, exist_ok=True)
+            name = f"events.out.tfevents.{time.time():.0f}.{socket.gethostname()}.{os.getpid()}"
+            handle = open(folder / name, "ab")  # noqa: SIM115  (closed in on_train_end)
+            self._files[split] = (handle, RecordWriter(handle))
+            self._write(split, file_version="brain.Event:2")
+        return self._files[split][1]
+
+    def _write(self, split: str, **event_fields) -> None:
+        from tensorboard.compat.proto import event_pb2
+
+        writer = self._files[split][1]
+        writer.write(event_pb2.Event(wall_time=time.time(), **event_fields).SerializeToString())
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        from tensorboard.compat.proto import summary_pb2
+
+        scalars: dict[str, dict[str, float]] = {"train": {}, "validation": {}}
+        for key, value in (logs or {}).items():
+            split, name = ("validation", key[4:]) if key.startswith("val_") else ("train", key)
+            if name != "epoch_seconds":
+                scalars[split][f"epoch_{name}"] = float(value)
+        rate = getattr(self.model.optimizer, "learning_rate", None)
+        if rate is not None:
+            scalars["train"]["epoch_learning_rate"] = float(keras.ops.convert_to_numpy(rate))
+        for split, values in scalars.items():
+            if not values:
+                continue
+            self._writer(split)
+            summary = summary_pb2.Summary(value=[
+                summary_pb2.Summary.Value(tag=tag, simple_value=value)
+                for tag, value in values.items()])
+            self._write(split, step=epoch, summary=summary)
+            self._files[split][0].flush()
+
+    def on_train_end(self, logs: dict | None = None) -> None:
+        for handle, _ in self._files.values():
+            handle.close()
+        self._files = {}

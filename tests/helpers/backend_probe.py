@@ -1,0 +1,103 @@
+"""Run as `python backend_probe.py BACKEND OUT_DIR [MODEL_FILE ...]`, in a fresh process: the
+per-backend checks that cannot share a process, since Keras picks its backend once.
+
+Without model files it trains on BACKEND (tiny, real MNIST) and writes `OUT_DIR/probe.json`:
+- a run interrupted after its first epoch and resumed, with its full report;
+- the same config trained twice more (determinism);
+- the saved model's predictions on fixed images, through the compiled forward and eagerly;
+- whether TensorFlow was imported.
+With model files it loads each (saved by any backend) and writes their predictions on the same
+images to `OUT_DIR/loaded.json`.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+
+class _Interrupt:
+    """A Keras callback standing in for Ctrl-C at the start of the second epoch."""
+
+    def __new__(cls):
+        import keras
+
+        class Interrupt(keras.callbacks.Callback):
+            def on_epoch_begin(self, epoch, logs=None):
+                if epoch == 1:
+                    raise KeyboardInterrupt
+
+        return Interrupt()
+
+
+def images() -> np.ndarray:
+    from mnist_digits import data
+
+    (_, _), (x_test, _) = data.load_mnist()
+    return data.normalize_images(x_test[:64])
+
+
+def train_and_check(out: Path) -> dict:
+    import keras
+
+    from mnist_digits import data, predict, runs, train
+    from mnist_digits.config import resolve_config
+
+    splits = data.load_splits(val_size=300, limit=600)
+    config = resolve_config({}, {"model": "cnn_fast", "epochs": 2, "batch_size": 64,
+                                 "warmup_epochs": 0.5})
+    interrupted = runs.new_run_dir(out, "cnn_fast", "resumed")
+    try:
+        train.train(config, interrupted, splits=splits, callbacks=[_Interrupt()])
+        raise AssertionError("the interruption did not happen")
+    except KeyboardInterrupt:
+        pass
+    status_after_interrupt = runs.read_status(interrupted)["state"]
+    resumed = train.train(config, interrupted, splits=splits, resume=True)
+    first = train.train(config, runs.new_run_dir(out, "cnn_fast", "a"), splits=splits)
+    second_dir = runs.new_run_dir(out, "cnn_fast", "b")
+    second = train.train(config, second_dir, splits=splits)
+    model = predict.load_model(second_dir)
+    x = images()
+    compiled = predict.predict_proba(model, x)
+    eager = keras.ops.convert_to_numpy(model(x, training=False))
+    return {
+        "backend": keras.backend.backend(),
+        "status_after_interrupt": status_after_interrupt,
+        "resumed_epochs": runs.read_history(interrupted)["epoch"],
+        "resumed_metrics": resumed,
+        "run_dir": str(interrupted),
+        "determinism": [first["test"], second["test"], first["val"], second["val"]],
+        "model_file": str(second_dir / runs.MODEL),
+        "predictions": compiled.tolist(),
+        "compiled_vs_eager": float(np.max(np.abs(compiled - eager))),
+    }
+
+
+def load_and_predict(files: list[str]) -> dict:
+    import keras
+
+    from mnist_digits import predict
+
+    x = images()
+    return {"backend": keras.backend.backend(),
+            "predictions": {f: predict.predict_proba(predict.load_model(f), x).tolist()
+                            for f in files}}
+
+
+def main() -> None:
+    name, out, files = sys.argv[1], Path(sys.argv[2]), sys.argv[3:]
+    from mnist_digits import backend
+
+    backend.choose(name)
+    backend.import_keras_quietly()
+    result = load_and_predict(files) if files else train_and_check(out)
+    result["tensorflow_imported"] = "tensorflow" in sys.modules
+    (out / ("loaded.json" if files else "probe.json")).write_text(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
