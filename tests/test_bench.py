@@ -156,3 +156,19 @@ def test_every_kind_renders_a_decodable_image_with_a_digit(kind, mnist_test_set)
     with Image.open(io.BytesIO(image.data)) as decoded:
         assert max(decoded.size) >= 160
     assert preprocess.preprocess_bytes(image.data) is not None
+
+
+def test_backends_section_trains_and_infers_on_every_backend(quick):
+    from mnist_digits import backend
+
+    section = quick[0]["sections"]["backends"]
+    assert set(section["backends"]) == set(backend.BACKENDS)
+    for name, entry in section["backends"].items():
+        assert entry["version"] == backend.version(name)
+        assert len(entry["runs"]) == 1 and entry["runs"][0]["train_seconds"] > 0
+        assert entry["inference"]["batched_images_per_second"] > 0
+        assert entry["inference"]["single_image_ms_p95"] >= \
+            entry["inference"]["single_image_ms_median"] > 0
+    cache = section["backends"]["jax"]["compile_cache"]
+    assert cache["cold_first_epoch_seconds"] > 0 and cache["warm_first_epoch_seconds"] > 0
+    assert "## Backends (`backends`)" in quick[2]

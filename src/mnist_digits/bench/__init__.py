@@ -9,5 +9,6 @@ The product never imports this package; the CLI's `bench` command dispatches to 
   and its ensemble, calibration of every preset. Each run in a fresh child process.
 - `images`: reading user-style images, tight crops, handwritten numbers; rejecting non-digits.
 - `serving`: inference speed, and the web server under load (`loadtest`).
+- `backends`: training and inference on each Keras backend, each in its own process.
 - `userimages`: the synthetic test images those sections measure with.
 """

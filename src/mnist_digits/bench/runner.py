@@ -14,6 +14,7 @@ Sections (run all, in this order, or one with `--only NAME`):
 - `rejection`: drawings that are not digits, rejected, against digits wrongly rejected.
 - `inference`: the default model's throughput through `predict_proba`, batched and one image
   at a time, the code path of `predict` and the web server.
+- `backends`: `cnn_fast` training and inference on each Keras backend (see `backends`).
 - `load`: the web server under concurrent load (see `loadtest`): status codes, wrong answers,
   latency percentiles, throughput and the server's memory before and after.
 
@@ -34,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from mnist_digits import runs
-from mnist_digits.bench import images, serving, training
+from mnist_digits.bench import backends, images, serving, training
 from mnist_digits.bench.context import Context, Section, machine
 from mnist_digits.errors import ConfigError
 
@@ -45,7 +46,8 @@ DEFAULT_OUT = Path("bench") / "results"
 # In the order a full run takes them.
 SECTIONS: dict[str, Section] = {
     section.name: section
-    for section in (*training.SECTIONS, *images.SECTIONS, *serving.SECTIONS)}
+    for section in (*training.SECTIONS, *images.SECTIONS, *serving.SECTIONS,
+                    *backends.SECTIONS)}
 
 
 def to_markdown(result: dict[str, Any]) -> str:

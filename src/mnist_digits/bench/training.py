@@ -4,7 +4,7 @@ of every preset (`calibration`).
 
 Every training run happens in a fresh child process, so its peak RSS is its own and no run warms
 up or slows down another. Time is the sum of the epochs' wall times (training plus the per-epoch
-validation), measured the same way for baselines and presets by `train.EpochTimer`.
+validation), measured the same way for baselines and presets by `callbacks.EpochTimer`.
 """
 
 from __future__ import annotations
@@ -75,7 +75,7 @@ def _train_job(kind: str, name: str, seed: int, quick: bool, work_dir: str,
     """One training run, in a child process: time, accuracy and peak RSS."""
     import keras
 
-    from mnist_digits import train
+    from mnist_digits import callbacks, train
     from mnist_digits.config import resolve_config
 
     limit = 2000 if quick else None
@@ -86,7 +86,7 @@ def _train_job(kind: str, name: str, seed: int, quick: bool, work_dir: str,
         keras.utils.set_random_seed(seed)
         model = build_baseline(name)
         model.compile(loss="categorical_crossentropy", optimizer="adam", metrics=["accuracy"])
-        timer = train.EpochTimer()
+        timer = callbacks.EpochTimer()
         seconds: list[float] = []
         record = keras.callbacks.LambdaCallback(
             on_epoch_end=lambda epoch, logs: seconds.append(logs["epoch_seconds"]))
