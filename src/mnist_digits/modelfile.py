@@ -28,9 +28,9 @@ from typing import Any
 
 import keras
 
-# augment and calibrate register their layers with Keras, which both the class check and loading
-# need.
-from mnist_digits import __version__, augment, backend, calibrate, data, runs  # noqa: F401
+# augment, calibrate and layers register their layers with Keras, which both the class check and
+# loading need.
+from mnist_digits import __version__, augment, backend, calibrate, data, layers, runs  # noqa: F401
 from mnist_digits.errors import RunError
 
 log = logging.getLogger(__name__)

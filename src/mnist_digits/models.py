@@ -23,6 +23,7 @@ from keras import layers
 
 from mnist_digits.data import IMAGE_SHAPE, NUM_CLASSES
 from mnist_digits.errors import ConfigError
+from mnist_digits.layers import Deskew
 
 
 @dataclasses.dataclass(frozen=True)
@@ -130,6 +131,7 @@ def build_mlp(
     batch_norm: bool = False,
     bn_momentum: float = 0.9,
     activation: str = "relu",
+    deskew: bool = False,
 ) -> keras.Model:
     """A feedforward net: flatten, then Dense(+BatchNorm)+activation+Dropout per hidden layer.
 
@@ -141,9 +143,11 @@ def build_mlp(
         batch_norm: batch normalization before each activation.
         bn_momentum: momentum of the batch-norm moving statistics (see `build_cnn`).
         activation: activation of the hidden layers.
+        deskew: straighten each digit's slant first (`layers.Deskew`), at training and
+            inference alike.
     """
     inputs = keras.Input(IMAGE_SHAPE, name="image")
-    x = layers.Flatten()(inputs)
+    x = layers.Flatten()(Deskew(name="deskew")(inputs) if deskew else inputs)
     if input_dropout:
         x = layers.Dropout(input_dropout)(x)
     for width in hidden:
@@ -320,6 +324,21 @@ def cnn_fast(**options: Any) -> keras.Model:
 def mlp_fast(**options: Any) -> keras.Model:
     return build_mlp("mlp_fast", **{"hidden": (768, 768), "dropout": 0.2, "batch_norm": True,
                                     **options})
+
+
+# mlp_fast's network on deskewed digits: a feedforward net sees each pixel as its own input, so
+# straightening the slant does much of what a convolution's shared weights would. Measured
+# (2 cores, seeds 0-2): one epoch 98.32-98.40% in 6.3-6.9 s; two epochs 98.61% in 12 s; (512,)
+# for two epochs at batch 256 98.31-98.32%. Batch-norm momentum 0.99: with 0.9 seed 0 gave
+# 98.26% against 98.32%.
+@register_model(
+    "mlp",
+    description="Deskewed-input FFNN 784-768-768-10 with batch norm, dropout 0.2, 1 epoch.",
+    epochs=1, batch_size=128, learning_rate=2e-3, lr_schedule="warmup_cosine",
+    warmup_epochs=0.3, label_smoothing=0.1)
+def mlp_deskew(**options: Any) -> keras.Model:
+    return build_mlp("mlp_deskew", **{"hidden": (768, 768), "dropout": 0.2, "batch_norm": True,
+                                      "bn_momentum": 0.99, "deskew": True, **options})
 
 
 @register_model(

@@ -1,0 +1,63 @@
+"""`layers.Deskew`: a slanted stroke comes out upright and centred; it saves and reloads."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+
+from mnist_digits import modelfile, predict
+from mnist_digits.layers import Deskew
+
+
+def slanted_bar(lean: float, shift: int = 0) -> np.ndarray:
+    """A 2-pixel-wide vertical bar, sheared by `lean` pixels per row, moved `shift` right."""
+    image = np.zeros((1, 28, 28, 1), np.float32)
+    for row in range(4, 24):
+        col = round(14 + shift + lean * (row - 14))
+        image[0, row, col:col + 2, 0] = 1.0
+    return image
+
+
+def moments(image: np.ndarray) -> tuple[float, float, float]:
+    """Centre column, centre row, and the slant cov(x, y) / var(y)."""
+    ink = image[0, ..., 0]
+    rows, cols = np.mgrid[:28, :28]
+    mass = ink.sum()
+    cy, cx = (ink * rows).sum() / mass, (ink * cols).sum() / mass
+    slant = (ink * (cols - cx) * (rows - cy)).sum() / (ink * (rows - cy) ** 2).sum()
+    return cx, cy, slant
+
+
+def test_a_slanted_stroke_comes_out_upright_and_centred():
+    image = slanted_bar(0.4, shift=3)
+    assert abs(moments(image)[2]) > 0.3
+    out = keras.ops.convert_to_numpy(Deskew()(image))
+    cx, cy, slant = moments(out)
+    assert abs(slant) < 0.05
+    assert abs(cx - 13.5) < 0.6 and abs(cy - 13.5) < 0.6
+    assert out.shape == image.shape and abs(out.sum() - image.sum()) / image.sum() < 0.1
+
+
+def test_an_upright_centred_digit_is_left_alone():
+    image = slanted_bar(0.0)
+    image = np.roll(image, -1, axis=2)  # the bar's centre on the frame's centre, 13.5
+    out = keras.ops.convert_to_numpy(Deskew()(image))
+    np.testing.assert_allclose(out, image, atol=0.05)
+
+
+def test_an_empty_image_stays_empty():
+    out = keras.ops.convert_to_numpy(Deskew()(np.zeros((2, 28, 28, 1), np.float32)))
+    assert np.all(np.isfinite(out)) and not out.any()
+
+
+def test_a_model_with_deskew_saves_and_reloads_in_safe_mode(tmp_path):
+    inputs = keras.Input((28, 28, 1))
+    outputs = keras.layers.Dense(10, activation="softmax")(
+        keras.layers.Flatten()(Deskew()(inputs)))
+    model = keras.Model(inputs, outputs)
+    path = tmp_path / "deskew.keras"
+    modelfile.save_model(model, path)
+    loaded = predict.load_model(path)
+    image = slanted_bar(0.3)
+    np.testing.assert_allclose(predict.predict_proba(loaded, image),
+                               predict.predict_proba(model, image), atol=1e-6)
