@@ -74,7 +74,9 @@ class ScalarLogger(keras.callbacks.Callback):
         self.log_dir = Path(log_dir)
         self._files: dict[str, object] = {}
 
-    def _writer(self, split: str):
+    def _write(self, split: str, **event_fields) -> None:
+        """Appends one event to the split's file, opening it (with its header) on first use."""
+        from tensorboard.compat.proto import event_pb2
         from tensorboard.summary.writer.record_writer import RecordWriter
 
         if split not in self._files:
@@ -84,13 +86,9 @@ class ScalarLogger(keras.callbacks.Callback):
             handle = open(folder / name, "ab")  # noqa: SIM115  (closed in on_train_end)
             self._files[split] = (handle, RecordWriter(handle))
             self._write(split, file_version="brain.Event:2")
-        return self._files[split][1]
-
-    def _write(self, split: str, **event_fields) -> None:
-        from tensorboard.compat.proto import event_pb2
-
-        writer = self._files[split][1]
+        handle, writer = self._files[split]
         writer.write(event_pb2.Event(wall_time=time.time(), **event_fields).SerializeToString())
+        handle.flush()
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         from tensorboard.compat.proto import summary_pb2
@@ -104,14 +102,10 @@ class ScalarLogger(keras.callbacks.Callback):
         if rate is not None:
             scalars["train"]["epoch_learning_rate"] = float(keras.ops.convert_to_numpy(rate))
         for split, values in scalars.items():
-            if not values:
-                continue
-            self._writer(split)
-            summary = summary_pb2.Summary(value=[
-                summary_pb2.Summary.Value(tag=tag, simple_value=value)
-                for tag, value in values.items()])
-            self._write(split, step=epoch, summary=summary)
-            self._files[split][0].flush()
+            if values:
+                self._write(split, step=epoch, summary=summary_pb2.Summary(value=[
+                    summary_pb2.Summary.Value(tag=tag, simple_value=value)
+                    for tag, value in values.items()]))
 
     def on_train_end(self, logs: dict | None = None) -> None:
         for handle, _ in self._files.values():

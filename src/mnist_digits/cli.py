@@ -358,13 +358,20 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _verified_data(data_dir: str | None = None) -> str:
+    """Loads (so verifies) the MNIST files; says what was found. Raises DataError."""
+    from mnist_digits import data
+
+    (x_train, _), (x_test, _) = data.load_mnist(data_dir)
+    return (f"MNIST files OK: {len(x_train)} training and {len(x_test)} test images, SHA-256 "
+            f"verified ({data_dir or data.default_data_dir()})")
+
+
 def cmd_data(args: argparse.Namespace) -> int:
     from mnist_digits import data, download
 
     if args.data_command == "verify":
-        (x_train, _), (x_test, _) = data.load_mnist(args.data_dir)
-        print(f"MNIST files OK: {len(x_train)} training and {len(x_test)} test images, "
-              f"SHA-256 verified ({args.data_dir or data.default_data_dir()})")
+        print(_verified_data(args.data_dir))
         return 0
     outcome = download.download_mnist(args.dest, timeout=args.timeout, force=args.force)
     for name, source in outcome.items():
@@ -375,8 +382,6 @@ def cmd_data(args: argparse.Namespace) -> int:
 
 def cmd_info(args: argparse.Namespace) -> int:
     import keras
-
-    from mnist_digits import data
 
     name = backend.current()
     print(f"mnist-digits {__version__}")
@@ -393,9 +398,7 @@ def cmd_info(args: argparse.Namespace) -> int:
         print(f"compile cache: {cache} ({len(files)} files, {size:.1f} MiB)")
     status = 0
     try:
-        (x_train, _), (x_test, _) = data.load_mnist()
-        print(f"data: MNIST files OK, {len(x_train)} training and {len(x_test)} test images, "
-              f"SHA-256 verified ({data.default_data_dir()})")
+        print(f"data: {_verified_data()}")
     except MnistDigitsError as err:
         print(f"data: {err}")
         status = EXIT_ERROR

@@ -8,11 +8,10 @@ import os
 from pathlib import Path
 from typing import Any
 
-import keras
 import numpy as np
 from sklearn import metrics as skm
 
-from mnist_digits import calibrate, data, models, plots, predict, runs
+from mnist_digits import backend, calibrate, data, models, plots, predict, runs
 
 
 def cross_entropy(labels: np.ndarray, probabilities: np.ndarray) -> float:
@@ -138,7 +137,7 @@ def write_report(run_dir: Path, model: Any, splits: data.Splits, *, header: dict
         predict.predict_proba(calibrate.uncalibrated(model), splits.x_test)
     metrics = {
         **header,
-        "backend": keras.backend.backend(),
+        "backend": backend.current(),
         "params": models.count_params(model),
         "epochs_run": len(history.get("epoch", [])),
         "train_seconds": round(float(np.nansum(history.get("epoch_seconds", []))), 2),

@@ -22,7 +22,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from mnist_digits import __version__, data
+from mnist_digits import __version__, backend, data
 from mnist_digits.config import TrainConfig, split_settings
 from mnist_digits.errors import RunError
 
@@ -248,20 +248,13 @@ def environment() -> dict[str, Any]:
     """
     import keras
 
-    def version(*dists: str) -> str | None:
-        for dist in dists:
-            with contextlib.suppress(importlib.metadata.PackageNotFoundError):
-                return importlib.metadata.version(dist)
-        return None
-
-    backend = keras.backend.backend()
+    name = backend.current()
     return {
         "mnist_digits": __version__,
         "keras": keras.__version__,
-        "backend": backend,
-        backend: version(*{"tensorflow": ("tensorflow", "tensorflow-cpu"),
-                           "torch": ("torch",)}.get(backend, (backend,))),
-        "numpy": version("numpy"),
+        "backend": name,
+        name: backend.version(name),
+        "numpy": importlib.metadata.version("numpy"),
         "python": platform.python_version(),
         "machine": platform.machine(),
         "cpu_count": os.cpu_count(),

@@ -18,7 +18,7 @@ def machine() -> dict[str, Any]:
     """CPU model, core count and library versions."""
     import keras
 
-    from mnist_digits import runs
+    from mnist_digits.backend import version
 
     cpu = platform.processor() or "unknown"
     try:
@@ -31,7 +31,7 @@ def machine() -> dict[str, Any]:
     backend = keras.backend.backend()
     return {"host": socket.gethostname(), "cpu": cpu, "cores": os.cpu_count(),
             "python": platform.python_version(), "backend": backend,
-            backend: runs.environment()[backend], "keras": keras.__version__,
+            backend: version(backend), "keras": keras.__version__,
             "numpy": np.__version__}
 
 
