@@ -8,11 +8,12 @@ VENV := .venv
 BIN := $(VENV)/bin
 LOCK := requirements.lock
 # `make run` needs the package on its default backend, TensorFlow; `make test` needs everything:
-# the test tools, the export stack and the JAX and torch backends, so every backend is tested.
+# the test tools, the export stack, the JAX and torch backends (so every backend is tested) and
+# Ray (the cluster tests).
 # Both install at the exact versions of the lock file, into the same .venv.
 RUN_STAMP := $(VENV)/.installed-run
 STAMP := $(VENV)/.installed-test
-EXTRAS := dev,export,jax,torch
+EXTRAS := dev,export,jax,torch,cluster
 
 .PHONY: run test lint compare bench slow lock clean
 

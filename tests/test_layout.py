@@ -67,8 +67,7 @@ def test_dependencies_are_ranges_and_the_lock_pins_each_one():
             if line and not line.startswith("#")}
     assert all("==" in line for line in lock.values())
     extras = project["optional-dependencies"]
-    requirements = [*project["dependencies"], *(r for name in ("export", "dev", "jax", "torch")
-                                                  for r in extras[name])]
+    requirements = [*project["dependencies"], *(r for name in extras for r in extras[name])]
     for requirement in requirements:
         # torch is pinned on purpose: its CPU build of that version is on these machines' disks.
         if not requirement.startswith("torch=="):

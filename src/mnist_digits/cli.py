@@ -119,6 +119,42 @@ def _add_training_flags(p: argparse.ArgumentParser, *, exclude: Sequence[str] = 
                    help="where run folders go (default: results)")
 
 
+def _data_parallel(text: str) -> int | str:
+    if text == "all":
+        return text
+    return _positive_int(text)
+
+
+def _address(text: str) -> str:
+    from mnist_digits.cluster.connect import check_address
+
+    try:
+        return check_address(text)
+    except ConfigError as err:
+        raise argparse.ArgumentTypeError(str(err).removeprefix(f"--cluster {text!r}: ")) \
+            from None
+
+
+_non_negative_float = _parser(float, "a number", lambda v: v >= 0, "must be 0 or more")
+
+
+def _add_cluster_flags(p: argparse.ArgumentParser, what: str = "jobs") -> None:
+    """--cluster and what each job gets on it (Ray, the [cluster] extra)."""
+    g = p.add_argument_group("cluster (Ray; the [cluster] extra)")
+    g.add_argument("--cluster", type=_address, metavar="ADDRESS",
+                   help=f"run the {what} side by side on Ray: 'ray' starts Ray on this machine; "
+                        f"HOST:PORT or ray://HOST:PORT uses an existing cluster (default: one "
+                        f"after another, here)")
+    g.add_argument("--cpus-per-job", type=_positive_float, metavar="N",
+                   help="CPUs each job gets; its framework threads are held to them (default 1 "
+                        "on a cluster; here, the whole machine)")
+    g.add_argument("--gpus-per-job", type=_non_negative_float, default=0.0, metavar="N",
+                   help="GPUs each job gets on a cluster; fractions share one (default 0)")
+    g.add_argument("--retries", type=_parser(int, "a whole number", lambda v: v >= 0,
+                                             "must be 0 or more"), default=2, metavar="N",
+                   help="times a job whose worker or node died is run again (default 2)")
+
+
 _MODEL_HELP = ("run folder or .keras file (default: the packaged, calibrated reading model; "
                "results/latest is your last run)")
 _THRESHOLD_HELP = ("calibrated confidence under which a digit is 'unsure' (default %(default)s); "
@@ -126,7 +162,7 @@ _THRESHOLD_HELP = ("calibrated confidence under which a digit is 'unsure' (defau
 # `bench --only` choices, in run order; a test keeps them equal to the bench's own registry
 # (importing it here would slow every command's start).
 BENCH_SECTIONS = ("training", "ablation", "best", "calibration", "realworld", "numbers",
-                  "rejection", "inference", "load", "backends")
+                  "rejection", "inference", "load", "backends", "cluster")
 
 
 def _command(sub: Any, name: str, summary: str, description: str,
@@ -169,6 +205,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tag", help="suffix for the run folder's name")
     p.add_argument("--resume", type=Path, metavar="RUN_DIR",
                    help="continue an interrupted run in RUN_DIR from its last completed epoch")
+    g = p.add_argument_group("data-parallel training (JAX backend)")
+    g.add_argument("--data-parallel", type=_data_parallel, metavar="N|all",
+                   help="train over N devices of this process (GPUs, else CPU devices split "
+                        "from the cores), or all of them; --batch-size is the global batch")
+    g.add_argument("--coordinator", metavar="HOST:PORT",
+                   help="with several processes or hosts: process 0's address, the same for all")
+    g.add_argument("--num-processes", type=_positive_int, default=1, metavar="P",
+                   help="processes taking part (default 1)")
+    g.add_argument("--process-id", type=_parser(int, "a whole number", lambda v: v >= 0,
+                                                "must be 0 or more"), default=0, metavar="I",
+                   help="this process's number, 0 to P-1 (default 0)")
     _add_training_flags(p)
 
     p = _command(sub, "data", "check the MNIST files, or download them if they are gone",
@@ -224,17 +271,48 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", type=_positive_int, default=3, metavar="N",
                    help="seeds 0..N-1 (default 3)")
     _add_training_flags(p, exclude=("model", "seed"))
+    _add_cluster_flags(p)
 
     p = _command(sub, "ensemble", "average trained runs into one model and evaluate it",
                  "Averages the probabilities of finished runs (trained on the same split) in "
-                 "one model, calibrates it, saves it as a new run and evaluates it like any run.",
-                 ["ensemble results/*-cnn_best-s0 results/*-cnn_best-s1 results/*-cnn_best-s2"])
-    p.add_argument("run_dirs", type=Path, nargs="+", metavar="RUN_DIR",
+                 "one model, calibrates it, saves it as a new run and evaluates it like any run. "
+                 "With --models, trains the members first (each model with seeds 0..N-1), on a "
+                 "cluster with --cluster.",
+                 ["ensemble results/*-cnn_best-s0 results/*-cnn_best-s1 results/*-cnn_best-s2",
+                  "ensemble --models cnn_best --seeds 5 --cluster ray",
+                  "ensemble --models cnn_best,cnn_reader --seeds 2"])
+    p.add_argument("run_dirs", type=Path, nargs="*", metavar="RUN_DIR",
                    help="the members: finished run folders trained on the same split")
+    p.add_argument("--models", help="train the members instead: comma-separated presets")
+    p.add_argument("--seeds", type=_positive_int, default=3, metavar="N",
+                   help="with --models: seeds 0..N-1 of each (default 3)")
     p.add_argument("--name", default="ensemble", help="name in reports (default: ensemble)")
     p.add_argument("--tag", help="suffix for the run folder's name")
-    p.add_argument("--results-dir", type=Path, default=Path(DEFAULT_RESULTS_DIR), metavar="DIR",
-                   help="where the run folder goes (default: results)")
+    _add_training_flags(p, exclude=("model", "seed"))
+    _add_cluster_flags(p, "members' trainings")
+
+    p = _command(sub, "sweep", "search hyperparameters with Ray Tune",
+                 "Trains --trials configs of one model drawn from a search space (JSON), each as "
+                 "an ordinary run, reporting every epoch to Ray Tune; ASHA stops weak trials "
+                 "early. Writes a sweep folder with the trials' runs, trials.csv, summary.md, "
+                 "best_config.json (for train --config) and sweep.png. Space format: "
+                 '{"learning_rate": {"loguniform": [1e-4, 1e-2]}, "dropout": {"uniform": '
+                 '[0.1, 0.5]}, "batch_size": {"choice": [128, 256]}, "epochs": {"randint": '
+                 "[2, 5]}}; keys are config fields and model options.",
+                 ["sweep --model mlp_fast --space space.json --trials 16 --scheduler asha "
+                  "--cluster ray",
+                  "sweep --model cnn_fast --space space.json --trials 8 --cluster head:6379"])
+    p.add_argument("--space", type=Path, required=True, metavar="FILE",
+                   help="the search space, JSON")
+    p.add_argument("--trials", type=_positive_int, required=True, metavar="N",
+                   help="configs to draw and train")
+    p.add_argument("--metric", default="val_accuracy",
+                   choices=("val_accuracy", "val_loss", "accuracy", "loss"),
+                   help="what the sweep optimizes, per epoch (default val_accuracy)")
+    p.add_argument("--scheduler", default="fifo", choices=("fifo", "asha"),
+                   help="fifo trains every trial fully; asha stops weak ones early")
+    _add_training_flags(p)
+    _add_cluster_flags(p, "trials")
 
     p = _command(sub, "predict", "read digits from image files or folders",
                  "Reads the digits in photos, scans and drawings: one digit or a whole number "
@@ -335,17 +413,20 @@ def cmd_train(args: argparse.Namespace) -> int:
             flags = ", ".join("--" + k.replace("_", "-") for k in given) or "the other flags"
             raise ConfigError(f"--resume continues a run with its saved config; drop {flags}")
         run_dir = runs.resolve_run_dir(args.resume, need=runs.CONFIG)
-        config = runs.read_config(run_dir).config
+        saved = runs.read_config(run_dir)
+        config = saved.config
         if config is None:
             raise ConfigError(f"{run_dir} is an ensemble, not a training run; nothing to resume")
         results_dir = run_dir.parent
+        plan = _data_parallel_plan(args, saved.distribution)
     else:
         config = resolve_config(_file_values(args), _cli_values(args))
+        plan = _data_parallel_plan(args, None)
         results_dir = args.results_dir
         run_dir = runs.new_run_dir(results_dir, config.model, args.tag)
     print(f"Run folder: {run_dir}", flush=True)
     try:
-        metrics = train.train(config, run_dir, resume=bool(args.resume))
+        metrics = train.train(config, run_dir, resume=bool(args.resume), data_parallel=plan)
     except KeyboardInterrupt:
         print(f"mnist-digits train: interrupted; continue with: mnist-digits train --resume "
               f"{run_dir}", file=sys.stderr)
@@ -356,6 +437,55 @@ def cmd_train(args: argparse.Namespace) -> int:
           f"{metrics['train_seconds']:.0f} s of training")
     print(run_dir)
     return 0
+
+
+def _data_parallel_request(args: argparse.Namespace) -> int | str | None:
+    """The devices per process `train` is asked to use: --data-parallel, else a resumed run's
+    (read before Keras starts: JAX's CPU devices are fixed then), else "all" over several
+    processes; None for one device."""
+    if args.command != "train":
+        return None
+    if args.data_parallel is None and args.resume:
+        with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+            saved = json.loads((args.resume / "config.json").read_text()).get("distribution")
+            if saved:
+                return saved["devices"] // saved["processes"]
+    if args.data_parallel is None and args.num_processes > 1:
+        return "all"
+    return args.data_parallel
+
+
+def _data_parallel_plan(args: argparse.Namespace, saved: dict[str, Any] | None) -> Any:
+    """Joins the other processes (if any) and plans data-parallel training; None for one
+    device. `saved` is a resumed run's recorded distribution."""
+    request = _data_parallel_request(args)
+    if saved and saved["processes"] != args.num_processes:
+        raise ConfigError(f"this run was trained by {saved['processes']} process(es); resume it "
+                          f"with --num-processes {saved['processes']} and the same coordinator")
+    if args.num_processes > 1:
+        if not args.coordinator:
+            raise ConfigError("--num-processes needs --coordinator HOST:PORT: process 0's "
+                              "address, the same in every process")
+        if args.process_id >= args.num_processes:
+            raise ConfigError(f"--process-id must be below --num-processes "
+                              f"({args.num_processes}), got {args.process_id}")
+        backend.start_processes(args.coordinator, args.num_processes, args.process_id)
+    if request is None:
+        return None
+    return backend.data_parallel(None if request == "all" else request)
+
+
+def _prepare_process(args: argparse.Namespace, backend_name: str) -> None:
+    """What must be set before Keras starts: the CPU devices of data-parallel training, and the
+    thread limit of jobs run here with --cpus-per-job."""
+    if _data_parallel_request(args) is not None:
+        if backend_name != "jax":
+            raise ConfigError("data-parallel training needs the JAX backend (Keras's "
+                              "distribution API); run `mnist-digits --backend jax train ...`")
+        request = _data_parallel_request(args)
+        backend.prepare_devices(None if request == "all" else request)
+    if getattr(args, "cpus_per_job", None) and not args.cluster:
+        os.environ.update(backend.thread_env(max(1, int(args.cpus_per_job))))
 
 
 def _verified_data(data_dir: str | None = None) -> str:
@@ -442,32 +572,64 @@ def cmd_list_models(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_compare(args: argparse.Namespace) -> int:
-    from mnist_digits import compare, models, runs
+def _model_names(text: str) -> list[str]:
+    from mnist_digits import models
 
+    names = models.list_models() if text == "all" else \
+        [n.strip() for n in text.split(",") if n.strip()]
+    if not names:
+        raise ConfigError("--models needs at least one preset name")
+    return names
+
+
+def _train_jobs(args: argparse.Namespace, what: str) -> tuple[list[Path], int]:
+    """Trains every --models preset with seeds 0..--seeds-1 (on --cluster if given); returns
+    the finished run folders and how many jobs failed (each listed on stderr)."""
+    from mnist_digits import compare
+    from mnist_digits.cluster import jobs
+
+    cli_values = {k: v for k, v in _cli_values(args).items() if k not in ("model", "seed")}
+    planned = compare.make_jobs(_model_names(args.models), range(args.seeds),
+                                file_values=_file_values(args), cli_values=cli_values)
+    resources = jobs.Resources(cpus=args.cpus_per_job or 1.0, gpus=args.gpus_per_job)
+    with _progress_bar(what) as progress:
+        outcomes = jobs.run_jobs(planned, args.results_dir, cluster=args.cluster,
+                                 resources=resources, retries=args.retries,
+                                 progress=lambda done, total, line: progress(
+                                     done, total, f"{what}: {line}"))
+    failed = jobs.summary(outcomes)
+    if failed:
+        print(failed, file=sys.stderr)
+    return [o.run_dir for o in outcomes if o.ok], len(outcomes) - sum(o.ok for o in outcomes)
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from mnist_digits import compare, runs
+
+    failed = 0
     if args.runs:
         run_dirs = args.runs
     else:
-        names = models.list_models() if args.models == "all" else \
-            [n.strip() for n in args.models.split(",") if n.strip()]
-        if not names:
-            raise ConfigError("--models needs at least one preset name")
-        cli_values = {k: v for k, v in _cli_values(args).items() if k not in ("model", "seed")}
-        with _progress_bar("compare") as progress:
-            run_dirs = compare.train_runs(names, range(args.seeds), args.results_dir,
-                                          file_values=_file_values(args), cli_values=cli_values,
-                                          progress=progress)
+        run_dirs, failed = _train_jobs(args, "compare")
+        if not run_dirs:
+            raise RunError("every job failed (see above); nothing to compare")
     out_dir = runs.new_run_dir(args.results_dir, "compare")
     rows = compare.write_comparison(run_dirs, out_dir)
     print(compare.to_markdown(rows), end="")
     print(out_dir)
-    return 0
+    return EXIT_ERROR if failed else 0
 
 
 def cmd_ensemble(args: argparse.Namespace) -> int:
     from mnist_digits import ensemble, runs
 
-    run_dir, metrics = ensemble.make_ensemble(args.run_dirs, args.results_dir, tag=args.tag,
+    if bool(args.run_dirs) == bool(args.models):
+        raise ConfigError("give the members' run folders, or --models to train them, not both")
+    run_dirs, failed = (args.run_dirs, 0) if args.run_dirs else _train_jobs(args, "members")
+    if failed:
+        raise RunError(f"{failed} member(s) failed to train (see above); the ensemble was not "
+                       f"made. The finished members are in {args.results_dir}")
+    run_dir, metrics = ensemble.make_ensemble(run_dirs, args.results_dir, tag=args.tag,
                                               name=args.name)
     runs.point_latest(args.results_dir, run_dir)
     print(f"{metrics['model']} of {metrics['members']}: test accuracy "
@@ -475,6 +637,28 @@ def cmd_ensemble(args: argparse.Namespace) -> int:
           f"{metrics['num_errors']} errors")
     print(run_dir)
     return 0
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from mnist_digits.cluster import connect, jobs, space, sweep
+
+    connect.require_ray()
+    cli_values = {k: v for k, v in _cli_values(args).items() if k != "model"}
+    settings = sweep.SweepSettings(
+        model=args.model or resolve_config().model, space=space.read_space(args.space),
+        trials=args.trials, metric=args.metric, scheduler=args.scheduler,
+        file_values=_file_values(args), cli_values={k: v for k, v in cli_values.items()
+                                                    if v is not None},
+        seed=args.seed or 0)
+    resources = jobs.Resources(cpus=args.cpus_per_job or 1.0, gpus=args.gpus_per_job)
+    with _progress_bar("sweep") as progress:
+        folder, trials = sweep.run_sweep(
+            settings, args.results_dir, cluster=args.cluster, resources=resources,
+            retries=args.retries,
+            progress=lambda done, total, line: progress(done, total, f"sweep: {line}"))
+    print((folder / sweep.SUMMARY_MD).read_text(), end="")
+    print(folder)
+    return EXIT_ERROR if any(t.status == "failed" for t in trials) else 0
 
 
 def _load_model_or_usage_error(path: str):
@@ -633,6 +817,7 @@ def cmd_package_model(args: argparse.Namespace) -> int:
 
 COMMANDS = {"train": cmd_train, "data": cmd_data, "info": cmd_info, "evaluate": cmd_evaluate,
             "list-models": cmd_list_models, "compare": cmd_compare, "ensemble": cmd_ensemble,
+            "sweep": cmd_sweep,
             "predict": cmd_predict, "serve": cmd_serve, "export": cmd_export,
             "package-model": cmd_package_model, "bench": cmd_bench}
 
@@ -654,7 +839,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # each epoch's data) bury the useful output; its errors still show.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     try:
-        backend.choose(args.backend)
+        _prepare_process(args, backend.choose(args.backend))
         if args.no_compile_cache:
             os.environ[backend.COMPILE_CACHE_ENV] = "off"
         if args.command not in _WITHOUT_KERAS:

@@ -1,4 +1,5 @@
-"""Comparing presets: train each model with each seed as a normal run, then tabulate.
+"""Comparing presets: each model with each seed is one training job (`cluster.jobs`), then
+the finished runs are tabulated.
 
 The table reports every figure as mean ± std over seeds (sample std; 0 for a single seed) and is
 written as Markdown, CSV and a bar chart into its own `results/<stamp>-compare/` folder.
@@ -10,13 +11,14 @@ import csv
 import io
 import logging
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from mnist_digits import evaluate, models, plots, runs, train
+from mnist_digits import evaluate, models, plots, runs
+from mnist_digits.cluster.jobs import Job
 from mnist_digits.config import resolve_config
 
 log = logging.getLogger(__name__)
@@ -25,36 +27,24 @@ _STATS = (("epochs_run", "epochs"), ("train_seconds", "train_seconds"),
           ("val_accuracy", "val_accuracy"), ("test_accuracy", "test_accuracy"))
 
 
-def train_runs(
+def make_jobs(
     model_names: Sequence[str],
     seeds: Sequence[int],
-    results_dir: str | os.PathLike,
     *,
     file_values: Mapping[str, Any] | None = None,
     cli_values: Mapping[str, Any] | None = None,
-    progress: Callable[[int, int, str], None] | None = None,
-) -> list[Path]:
-    """Trains every model with every seed, each in its own run folder; returns the folders.
+) -> list[Job]:
+    """One training job per model and seed, its run folder tagged `s<seed>`.
 
     Each model gets its own recipe; `file_values` and `cli_values` (e.g. `{"epochs": 2}`) apply
-    on top of it for every model, as they would for `train`. `progress` is called with (runs
-    done, runs, the run starting now).
+    on top of it for every model, as they would for `train`. Every config is resolved here, so
+    a typo fails at once, not an hour in.
+
+    Raises:
+        ConfigError: an unknown model, key or invalid value.
     """
-    # Resolve every config before training anything, so a typo fails at once, not an hour in.
-    configs = [resolve_config(file_values, {**(cli_values or {}), "model": name, "seed": seed})
-               for name in model_names for seed in seeds]
-    run_dirs = []
-    for i, config in enumerate(configs, 1):
-        run_dir = runs.new_run_dir(results_dir, config.model, f"s{config.seed}")
-        log.info("compare: run %d of %d: %s seed %d", i, len(configs), config.model, config.seed)
-        if progress:
-            progress(i - 1, len(configs), f"{config.model} seed {config.seed}")
-        train.train(config, run_dir)
-        runs.point_latest(results_dir, run_dir)
-        run_dirs.append(run_dir)
-    if progress:
-        progress(len(configs), len(configs), "done")
-    return run_dirs
+    return [Job(resolve_config(file_values, {**(cli_values or {}), "model": name, "seed": seed}),
+                tag=f"s{seed}") for name in model_names for seed in seeds]
 
 
 def mean_std(values: Sequence[float]) -> tuple[float, float]:

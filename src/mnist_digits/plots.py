@@ -142,6 +142,45 @@ def comparison_bars(rows: Sequence[Mapping[str, float | str]], *, title: str) ->
     return fig
 
 
+def sweep_scatter(params: Mapping[str, Sequence[object]], scores: Sequence[float], *,
+                  metric: str, maximize: bool = True, log_keys: Sequence[str] = (),
+                  title: str) -> Figure:
+    """A sweep's metric against each hyperparameter: one panel per hyperparameter, one dot per
+    trial, the best trial in red.
+
+    Args:
+        params: hyperparameter -> its value in each trial (numbers, or choices of any kind).
+        scores: the metric of each trial, in the same order.
+        metric: the metric's name, for the axis.
+        maximize: whether higher scores are better (accuracy) or lower (loss).
+        log_keys: hyperparameters drawn on a log axis.
+        title: the figure's title.
+    """
+    keys = list(params)
+    fig, axes = plt.subplots(1, len(keys), figsize=(4 * len(keys), 3.6), layout="constrained",
+                             squeeze=False)
+    best = int(np.argmax(scores) if maximize else np.argmin(scores))
+    for ax, key in zip(axes[0], keys, strict=True):
+        values = list(params[key])
+        numeric = all(isinstance(v, int | float) and not isinstance(v, bool) for v in values)
+        if numeric:
+            x = [float(v) for v in values]
+        else:  # choices of lists or strings: one column each, in first-seen order
+            labels = list(dict.fromkeys(map(str, values)))
+            x = [labels.index(str(v)) for v in values]
+            ax.set_xticks(range(len(labels)), labels, rotation=20, ha="right")
+        ax.scatter(x, scores, color="#4C72B0", alpha=0.8)
+        ax.scatter([x[best]], [scores[best]], color="#C44E52", zorder=3, label="best")
+        if key in log_keys:
+            ax.set_xscale("log")
+        ax.set_xlabel(key)
+        ax.set_ylabel(metric)
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(loc="best", fontsize=8)
+    fig.suptitle(title)
+    return fig
+
+
 def reliability_diagram(tables: Mapping[str, Mapping[str, Sequence[float]]],
                         eces: Mapping[str, float], *, title: str) -> Figure:
     """Accuracy against confidence per bin, one line per curve, beside the diagonal.

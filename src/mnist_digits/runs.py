@@ -12,11 +12,14 @@ import csv
 import dataclasses
 import datetime
 import importlib.metadata
+import io
 import json
 import math
 import os
 import platform
 import re
+import shutil
+import tarfile
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -83,6 +86,71 @@ def new_run_dir(results_dir: str | os.PathLike, name: str, tag: str | None = Non
     raise RunError(f"too many runs named {base} in {results_dir}")
 
 
+def pack_run_dir(run_dir: str | os.PathLike) -> bytes:
+    """A finished run folder as one gzipped tar archive, for shipping to another machine.
+
+    The training backup is left out: a finished run no longer needs it.
+    """
+    run_dir = Path(run_dir)
+    buffer = io.BytesIO()
+    # Level 1: model.keras is a zip already; the rest (CSV, JSON, PNG) is small.
+    with tarfile.open(fileobj=buffer, mode="w:gz", compresslevel=1) as archive:
+        for path in sorted(run_dir.rglob("*")):
+            relative = path.relative_to(run_dir)
+            if relative.parts[0] != BACKUP:
+                archive.add(path, arcname=str(relative), recursive=False)
+    return buffer.getvalue()
+
+
+def unpack_run_dir(archive: bytes, results_dir: str | os.PathLike, name: str) -> Path:
+    """Writes a `pack_run_dir` archive as the run folder `<results_dir>/<name>` (`-2`, `-3`,
+    ... when taken); returns it. The folder appears whole or not at all.
+
+    Raises:
+        RunError: the folder cannot be written.
+    """
+    results_dir = Path(results_dir)
+    try:
+        results_dir.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(dir=results_dir, prefix=f".{name}."))
+        try:
+            with tarfile.open(fileobj=io.BytesIO(archive), mode="r:gz") as tar:
+                # "data": no absolute paths, links or devices, whatever the sender put in.
+                tar.extractall(staging, filter="data")
+            staging.chmod(0o777 & ~_umask())
+            return move_run_dir(staging, results_dir, name)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    except OSError as err:
+        raise RunError(f"cannot write a run folder in {results_dir}: {err.strerror}; choose "
+                       f"another place with --results-dir") from None
+
+
+def move_run_dir(folder: str | os.PathLike, results_dir: str | os.PathLike, name: str) -> Path:
+    """Renames a finished run folder to `<results_dir>/<name>` (`-2`, `-3`, ... when taken), on
+    the same filesystem, so it appears in one step; returns the new path.
+
+    Raises:
+        RunError: a thousand folders of that name exist.
+    """
+    results_dir = Path(results_dir)
+    for n in range(1, 1000):
+        target = results_dir / (name if n == 1 else f"{name}-{n}")
+        if not target.exists():
+            # A rename onto an existing folder fails (or, for an empty one, replaces it): the
+            # check above is the common case, the exception the rare race.
+            with contextlib.suppress(FileExistsError):
+                Path(folder).rename(target)
+                return target
+    raise RunError(f"too many runs named {name} in {results_dir}")
+
+
+def _umask() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return umask
+
+
 def point_latest(results_dir: str | os.PathLike, run_dir: str | os.PathLike) -> None:
     """Points `<results_dir>/latest` at `run_dir` (a relative symlink, replaced atomically)."""
     results_dir = Path(results_dir)
@@ -134,9 +202,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     try:
         yield Path(tmp)
         # mkstemp creates the file private (0600); give it the permissions a plain open() would.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     finally:
         with contextlib.suppress(FileNotFoundError):
@@ -190,12 +256,15 @@ class SavedConfig:
         config: the training config for a trained run; None for an ensemble.
         ensemble: the ensemble's spec (`name`, `members`, `data`) for an ensemble; else None.
         environment: versions and machine details recorded when the run started.
+        distribution: how a trained run was spread over devices (`{"kind": "data_parallel",
+            "devices": N, "processes": P}`), or None for one device.
     """
 
     kind: str
     config: TrainConfig | None
     ensemble: dict[str, Any] | None
     environment: dict[str, Any]
+    distribution: dict[str, Any] | None = None
 
     @property
     def name(self) -> str:
@@ -209,13 +278,17 @@ class SavedConfig:
 
 
 def write_config(run_dir: str | os.PathLike, *, config: TrainConfig | None = None,
-                 ensemble: dict[str, Any] | None = None) -> None:
-    """Writes `config.json` for a trained run (`config`) or an ensemble (`ensemble`).
+                 ensemble: dict[str, Any] | None = None,
+                 distribution: dict[str, Any] | None = None) -> None:
+    """Writes `config.json` for a trained run (`config`, and its `distribution` if it is
+    spread over devices) or an ensemble (`ensemble`).
 
     Raises:
         RunError: the folder cannot be written.
     """
-    body = {"config": config.to_dict()} if config else {"ensemble": ensemble}
+    body: dict[str, Any] = {"config": config.to_dict()} if config else {"ensemble": ensemble}
+    if distribution:
+        body["distribution"] = distribution
     try:
         write_json(Path(run_dir) / CONFIG, {**body, "environment": environment()})
     except OSError as err:
@@ -236,7 +309,8 @@ def read_config(run_dir: str | os.PathLike) -> SavedConfig:
     if isinstance(saved.get("ensemble"), dict):
         return SavedConfig(ENSEMBLE, None, saved["ensemble"], environment_)
     if isinstance(saved.get("config"), dict):
-        return SavedConfig(TRAINED, TrainConfig(**saved["config"]), None, environment_)
+        return SavedConfig(TRAINED, TrainConfig(**saved["config"]), None, environment_,
+                           saved.get("distribution"))
     raise RunError(f"{path} describes neither a training run nor an ensemble; the run folder "
                    f"may be damaged")
 

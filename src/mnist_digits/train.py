@@ -16,6 +16,7 @@ those of the `model.keras` the run leaves behind.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -41,7 +42,7 @@ from mnist_digits import (
 )
 from mnist_digits.callbacks import BestModelSaver, EpochTimer, ScalarLogger
 from mnist_digits.config import TrainConfig, split_settings
-from mnist_digits.errors import RunError
+from mnist_digits.errors import ConfigError, RunError
 
 log = logging.getLogger(__name__)
 
@@ -152,6 +153,7 @@ def train(
     resume: bool = False,
     callbacks: Sequence[keras.callbacks.Callback] = (),
     jit_compile: bool | str | None = None,
+    data_parallel: backend.DataParallelPlan | None = None,
 ) -> dict[str, Any]:
     """Trains a model as `config` says, in `run_dir`, and writes the full evaluation report.
 
@@ -164,6 +166,10 @@ def train(
         callbacks: extra Keras callbacks, run after the built-in ones.
         jit_compile: Keras's `jit_compile` for the train step; None means the backend's
             measured choice (`backend.jit_compile`). The bench measures the alternatives.
+        data_parallel: train over several devices and processes (`backend.data_parallel`).
+            `config.batch_size` is the global batch, split evenly over the devices, so the
+            learning rate needs no change; calibration and evaluation run in each process
+            on its own, on the whole sets.
 
     Returns:
         The metrics written to `metrics.json`.
@@ -178,14 +184,58 @@ def train(
     else:
         check_free_space(run_dir)
         # Saved before anything else, so even a run that dies at once says what it was.
-        runs.write_config(run_dir, config=config)
+        runs.write_config(run_dir, config=config,
+                          distribution=data_parallel.record() if data_parallel else None)
     backend.set_random_seed(config.seed)
     if splits is None:
         splits = data.load_splits(**split_settings(config.to_dict()))
+    x_train, y_train = with_outliers(config, splits.x_train, splits.y_train)
+    x_val, y_val, batch_size = splits.x_val, splits.y_val, config.batch_size
+    scope: Any = contextlib.nullcontext()
+    if data_parallel:
+        (x_train, y_train), (x_val, y_val), batch_size = _shard(
+            data_parallel, config.batch_size, (x_train, y_train), (x_val, y_val))
+        scope = data_parallel.distribution.scope()
+    with scope:
+        _fit(config, run_dir, x_train, y_train, x_val, y_val, batch_size, resume=resume,
+             callbacks=callbacks, jit_compile=jit_compile)
+    runs.write_json(run_dir / runs.STATUS, {"state": "trained"})
+    calibrate_saved_model(run_dir / runs.MODEL, splits)
+    metrics = evaluate.evaluate_run(run_dir, splits=splits)
+    runs.write_json(run_dir / runs.STATUS, {"state": "done"})
+    return metrics
+
+
+def _shard(plan: backend.DataParallelPlan, batch_size: int, *sets: tuple[np.ndarray, np.ndarray]
+           ) -> tuple[Any, ...]:
+    """This process's share of each (x, y) set, and its share of the global batch.
+
+    Each process feeds every step its own slice of the global batch (Keras joins them), so it
+    trains on its own interleaved share of the images, and every share holds a whole number
+    of images per device (at most `devices - 1` images a set are left out).
+
+    Raises:
+        ConfigError: the batch does not split evenly over the devices.
+    """
+    if batch_size % plan.devices:
+        raise ConfigError(f"--batch-size {batch_size} does not split evenly over "
+                          f"{plan.devices} devices; use a multiple of {plan.devices}")
+    per_process = plan.devices // plan.processes
+    shared = []
+    for x, y in sets:
+        share = len(x) // plan.devices * per_process
+        start = plan.process_index
+        shared.append((x[start::plan.processes][:share], y[start::plan.processes][:share]))
+    return (*shared, batch_size // plan.processes)
+
+
+def _fit(config: TrainConfig, run_dir: Path, x_train: np.ndarray, y_train: np.ndarray,
+         x_val: np.ndarray, y_val: np.ndarray, batch_size: int, *, resume: bool,
+         callbacks: Sequence[keras.callbacks.Callback], jit_compile: bool | str | None) -> None:
+    """Builds, compiles and fits the model, with the run folder's callbacks."""
     model = augment.with_augmentation(models.build_model(config.model, **config.model_options),
                                       config.augment, seed=config.seed)
-    x_train, y_train = with_outliers(config, splits.x_train, splits.y_train)
-    steps_per_epoch = math.ceil(len(x_train) / config.batch_size)
+    steps_per_epoch = math.ceil(len(x_train) / batch_size)
     model.compile(
         optimizer=make_optimizer(config, steps_per_epoch),
         loss=keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing),
@@ -219,9 +269,9 @@ def train(
     try:
         model.fit(
             x_train, y_train,
-            batch_size=config.batch_size,
+            batch_size=batch_size,
             epochs=config.epochs,
-            validation_data=(splits.x_val, splits.y_val),
+            validation_data=(x_val, y_val),
             callbacks=all_callbacks,
             verbose=keras_verbosity(),
         )
@@ -231,8 +281,3 @@ def train(
             "message": "training was interrupted; the last completed epoch is backed up",
             "resume_with": f"mnist-digits train --resume {run_dir}"})
         raise
-    runs.write_json(run_dir / runs.STATUS, {"state": "trained"})
-    calibrate_saved_model(run_dir / runs.MODEL, splits)
-    metrics = evaluate.evaluate_run(run_dir, splits=splits)
-    runs.write_json(run_dir / runs.STATUS, {"state": "done"})
-    return metrics

@@ -7,9 +7,9 @@ import sys
 
 # A PNG whose header claims a huge image: the bench's load test sends it too, so it has one
 # definition, in the bench package (test tooling, never imported by the product).
-from mnist_digits.bench.loadtest import png_header_only
+from mnist_digits.bench.loadtest import free_port, png_header_only
 
-__all__ = ["one_line_error", "png_header_only", "run_cli"]
+__all__ = ["free_port", "one_line_error", "png_header_only", "run_cli"]
 
 ERROR_PREFIX = "mnist-digits"
 

@@ -10,36 +10,18 @@ Every job runs in a fresh process started with that backend.
 
 from __future__ import annotations
 
-import contextlib
-import os
 import statistics
 import tempfile
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 
-from mnist_digits.bench.context import Context, Section
+from mnist_digits.bench.context import Context, Section, environment
 
 PRESET = "cnn_fast"
 TARGET = 0.992
 SEEDS = 3
-
-
-@contextlib.contextmanager
-def _environment(**values: str) -> Iterator[None]:
-    """Environment variables set for the processes started inside the block."""
-    saved = {key: os.environ.get(key) for key in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
 
 
 def _job(name: str, seed: int, quick: bool, work_dir: str, jit_compile: Any,
@@ -93,7 +75,7 @@ def _run(name: str, seed: int, ctx: Context, *, cache: str | None = None,
     settings = {"KERAS_BACKEND": name}
     if cache is not None:
         settings[backend.COMPILE_CACHE_ENV] = cache
-    with _environment(**settings):
+    with environment(**settings):
         return _in_child(_job, name, seed, ctx.quick, str(ctx.work_dir), jit_compile, inference)
 
 

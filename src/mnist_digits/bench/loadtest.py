@@ -78,7 +78,8 @@ def png_header_only(width: int, height: int) -> bytes:
         + chunk(b"IEND", b"")
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now (the caller binds it soon after)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -116,7 +117,7 @@ class Server:
     """`mnist-digits serve` in a child process on a free loopback port."""
 
     def __init__(self, model_path: str | os.PathLike, startup_timeout: float = 120) -> None:
-        self.port = _free_port()
+        self.port = free_port()
         env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
         self.process = subprocess.Popen(
             [sys.executable, "-m", "mnist_digits", "-q", "serve", "--model", str(model_path),

@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from mnist_digits import runs
-from mnist_digits.bench import backends, images, serving, training
+from mnist_digits.bench import backends, cluster, images, serving, training
 from mnist_digits.bench.context import Context, Section, machine
 from mnist_digits.errors import ConfigError
 
@@ -47,7 +47,7 @@ DEFAULT_OUT = Path("bench") / "results"
 SECTIONS: dict[str, Section] = {
     section.name: section
     for section in (*training.SECTIONS, *images.SECTIONS, *serving.SECTIONS,
-                    *backends.SECTIONS)}
+                    *backends.SECTIONS, *cluster.SECTIONS)}
 
 
 def to_markdown(result: dict[str, Any]) -> str:
