@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import json
+import signal
 import subprocess
 import sys
 import time
@@ -105,6 +106,36 @@ def test_compare_with_a_failing_job_says_so_and_exits_1(cluster, tmp_path):
     assert "1 of 1 job(s) failed" in proc.stderr and "missing" in proc.stderr
     assert "Traceback" not in proc.stderr
     assert run_folders(tmp_path) == []
+
+
+def test_ctrl_c_cancels_the_jobs_and_leaves_no_partial_folder(cluster, tmp_path):
+    compare = subprocess.Popen(
+        [sys.executable, "-m", "mnist_digits", "-q", "compare", "--models", "mlp_fast",
+         "--seeds", "2", "--limit", "5000", "--val-size", "500", "--epochs", "5", "--cluster",
+         cluster.address, "--results-dir", str(tmp_path)],
+        env=cluster.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        stdin=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while not any(cluster.processes_titled(i, "remote_job") for i in range(2)):
+            assert compare.poll() is None and time.monotonic() < deadline, compare.communicate()
+            time.sleep(0.2)
+        time.sleep(3)  # the jobs are training
+        compare.send_signal(signal.SIGINT)
+        _, err = compare.communicate(timeout=120)
+    finally:
+        if compare.poll() is None:
+            compare.kill()
+    assert compare.returncode == 130, err[-3000:]
+    assert "interrupted" in err.strip().splitlines()[-1]
+    assert list(tmp_path.iterdir()) == [] or (run_folders(tmp_path) == [] and
+                                             hidden_entries(tmp_path) == [])
+    # Cancelled, not left running: the workers give their CPUs back.
+    deadline = time.monotonic() + 30
+    while any(cluster.processes_titled(i, "remote_job") for i in range(2)) and \
+            time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not any(cluster.processes_titled(i, "remote_job") for i in range(2))
 
 
 SPACE = {"learning_rate": {"loguniform": [3e-4, 3e-3]}, "dropout": {"uniform": [0.1, 0.4]},

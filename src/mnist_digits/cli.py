@@ -534,7 +534,7 @@ def cmd_info(args: argparse.Namespace) -> int:
         status = EXIT_ERROR
     versions = {"python": sys.version.split()[0]}
     versions.update({b: backend.version(b) for b in backend.BACKENDS})
-    for dist in ("numpy", "scipy", "pillow", "fastapi"):
+    for dist in ("numpy", "scipy", "pillow", "fastapi", "ray"):
         with contextlib.suppress(importlib.metadata.PackageNotFoundError):
             versions[dist] = importlib.metadata.version(dist)
     print("versions: " + ", ".join(f"{k} {v or 'not installed'}" for k, v in versions.items()))

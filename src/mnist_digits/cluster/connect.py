@@ -68,13 +68,14 @@ def worker_env(threads: int) -> dict[str, str]:
 
 
 @contextlib.contextmanager
-def connect(address: str, *, threads: int) -> Iterator[Any]:
+def connect(address: str, *, env: dict[str, str] | None) -> Iterator[Any]:
     """Connects to Ray for the duration of the block; yields the `ray` module.
 
     Args:
         address: `ray` starts a private instance on this machine (stopped at the end);
             `HOST:PORT` or `ray://HOST:PORT` joins an existing cluster.
-        threads: CPU threads each worker's frameworks may use.
+        env: environment every worker starts with (`worker_env`), or None when the tasks set
+            it themselves.
 
     Raises:
         ConfigError: Ray is not installed, or the address is malformed.
@@ -88,8 +89,9 @@ def connect(address: str, *, threads: int) -> Iterator[Any]:
         os.environ.setdefault(_LOOPBACK_ONLY_ENV, "0")
     import ray
 
-    options: dict[str, Any] = {"runtime_env": {"env_vars": worker_env(threads)},
-                               "log_to_driver": False, "logging_level": logging.WARNING}
+    options: dict[str, Any] = {"log_to_driver": False, "logging_level": logging.WARNING}
+    if env:
+        options["runtime_env"] = {"env_vars": env}
     try:
         if address == LOCAL:
             # The private instance has token authentication on, as it should; Ray's notice

@@ -286,8 +286,10 @@ def run_sweep(
     folder = runs.new_run_dir(results_dir, f"sweep-{settings.model}")
     runs.write_json(folder / SPACE_JSON, {k: {kind: args} for k, (kind, args) in
                                           settings.space.items()})
-    threads = max(1, int(resources.cpus))
-    with connect.connect(cluster or connect.LOCAL, threads=threads) as ray, \
+    # Trials are actors whose class imports Keras as it arrives: their environment is set when
+    # their workers start.
+    env = connect.worker_env(max(1, int(resources.cpus)))
+    with connect.connect(cluster or connect.LOCAL, env=env) as ray, \
             tempfile.TemporaryDirectory(prefix="mnist-digits-tune-") as tune_dir:
         connect.check_fits(ray, resources.cpus, resources.gpus)
         trials = _tune(ray, settings, folder, Path(tune_dir), one_at_a_time=cluster is None,
