@@ -319,8 +319,12 @@ def _tune(ray: Any, settings: SweepSettings, folder: Path, tune_dir: Path, *,
         "model": settings.model, "file_values": dict(settings.file_values),
         "cli_values": dict(settings.cli_values), "collector": collector_name,
         "metric": settings.metric, "tag": None}}
+    # ASHA's rungs are epochs, up to the longest a trial can train.
+    max_epochs = base.epochs
+    if "epochs" in settings.space:
+        max_epochs = max(settings.space["epochs"][1])
     scheduler = FIFOScheduler() if settings.scheduler == "fifo" else ASHAScheduler(
-        max_t=base.epochs, grace_period=1, reduction_factor=2)
+        max_t=max_epochs, grace_period=1, reduction_factor=2)
     progress = _progress_callback(settings.trials, delivery, report)
     trainable = tune.with_resources(_trainable_class(),
                                     {"cpu": resources.cpus, "gpu": resources.gpus})
