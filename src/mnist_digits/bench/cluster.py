@@ -2,7 +2,9 @@
 
 - Throughput: 4 `mlp_fast` trainings (seeds 0-3), each held to 1 thread, run one after another
   in one process (as `compare` without `--cluster` does), against the same 4 on a Ray cluster
-  of 2 nodes of 1 CPU each on 127.0.0.1 (`raycluster.LoopbackRayCluster`). Goal: 1.6x.
+  of 2 nodes of 1 CPU each on 127.0.0.1 (`raycluster.LoopbackRayCluster`). Goal: 1.6x. Beside
+  it, the ceiling this machine allows: 2 such trainings run at once as plain processes, no Ray,
+  against one alone.
 - Overhead per job: everything that is not training: the worker's start and imports, loading
   and verifying the data, archiving the run folder, shipping it and unpacking it. Measured on
   the jobs that started at once (the first wave), as their time from submission to folder
@@ -15,6 +17,7 @@
 
 from __future__ import annotations
 
+import statistics
 import subprocess
 import sys
 import time
@@ -43,12 +46,35 @@ def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedP
     return proc
 
 
-def _sequential(ctx: Context) -> float:
-    """Wall seconds of the jobs one after another in one process, 1 thread each."""
+def _fit_seconds(folder: Path) -> list[float]:
+    from mnist_digits import runs
+
+    return [runs.read_json(m)["train_seconds"] for m in sorted(folder.glob("*/metrics.json"))]
+
+
+def _sequential(ctx: Context) -> tuple[float, list[float]]:
+    """Wall seconds of the jobs one after another in one process, 1 thread each; and each
+    job's fit seconds."""
     start = time.perf_counter()
     _cli("compare", "--models", PRESET, "--seeds", str(JOBS), "--cpus-per-job", "1",
          *_quick_flags(ctx.quick), "--results-dir", str(ctx.work_dir / "sequential"))
-    return time.perf_counter() - start
+    return time.perf_counter() - start, _fit_seconds(ctx.work_dir / "sequential")
+
+
+def _side_by_side(ctx: Context) -> list[float]:
+    """Fit seconds of two such jobs run at once as two plain processes, no Ray: what sharing
+    this machine's cores costs a job by itself."""
+    procs = [subprocess.Popen(
+        [sys.executable, "-m", "mnist_digits", "-q", "compare", "--models", PRESET, "--seeds",
+         "1", "--cpus-per-job", "1", *_quick_flags(ctx.quick), "--results-dir",
+         str(ctx.work_dir / f"side-by-side-{i}")],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
+        for i in range(NODES)]
+    for proc in procs:
+        _, err = proc.communicate()
+        if proc.returncode != 0:
+            raise RuntimeError(f"side-by-side compare failed:\n{err[-3000:]}")
+    return [s for i in range(NODES) for s in _fit_seconds(ctx.work_dir / f"side-by-side-{i}")]
 
 
 def _on_cluster(quick: bool, results_dir: str, kill_worker: bool) -> dict[str, Any]:
@@ -133,7 +159,8 @@ def _data_parallel(ctx: Context) -> dict[str, Any]:
 
 def section_cluster(ctx: Context) -> dict[str, Any]:
     """Throughput, per-job overhead and fault tolerance on 2 Ray nodes; data-parallel JAX."""
-    sequential = _sequential(ctx)
+    sequential, alone = _sequential(ctx)
+    together = _side_by_side(ctx)
     from mnist_digits.bench.training import _in_child
 
     parallel = _in_child(_on_cluster, ctx.quick, str(ctx.work_dir / "cluster"), False)
@@ -141,6 +168,9 @@ def section_cluster(ctx: Context) -> dict[str, Any]:
     return {
         "preset": PRESET, "jobs": JOBS, "nodes": NODES,
         "sequential_seconds": sequential,
+        # The speed-up two nodes could give if nothing but sharing the cores slowed the jobs.
+        "contention": {"fit_seconds_alone": alone, "fit_seconds_side_by_side": together,
+                       "ceiling": NODES * statistics.mean(alone) / statistics.mean(together)},
         "cluster_seconds": parallel["wall_seconds"],
         "throughput_ratio": sequential / parallel["wall_seconds"],
         "throughput_goal": THROUGHPUT_GOAL,
@@ -158,7 +188,7 @@ def section_cluster(ctx: Context) -> dict[str, Any]:
 
 def cluster_markdown(r: dict[str, Any]) -> list[str]:
     """The `cluster` section as Markdown."""
-    o, k, dp = r["overhead"], r["node_killed"], r["data_parallel"]
+    o, k, dp, c = r["overhead"], r["node_killed"], r["data_parallel"], r["contention"]
     each = ", ".join(f"{s:.1f}" for s in o["overhead_seconds"])
     starts = ", ".join(f"{s:.1f}" for s in o["start_seconds"])
     dispatch = ", ".join(f"{s:.2f}" for s in o["dispatch_seconds_first_wave"])
@@ -171,6 +201,7 @@ def cluster_markdown(r: dict[str, Any]) -> list[str]:
         f"| one after another | {r['sequential_seconds']:.1f} s | |",
         f"| on {r['nodes']} nodes | {r['cluster_seconds']:.1f} s | |",
         f"| throughput | {r['throughput_ratio']:.2f}x | ≥ {r['throughput_goal']:.1f}x |",
+        f"| ceiling from sharing the cores alone (no Ray) | {c['ceiling']:.2f}x | |",
         f"| overhead per job ({each} s) | {o['overhead_seconds_mean']:.1f} s | "
         f"≤ {r['overhead_goal_seconds']:.0f} s |",
         f"| jobs completed with the worker node killed mid-job | {k['completed']}/{k['jobs']} "
@@ -187,7 +218,12 @@ def cluster_markdown(r: dict[str, Any]) -> list[str]:
         f"from submission to start. With the node killed: {k['wall_seconds']:.1f} s "
         f"for all {k['jobs']} ({k['killed_processes']} processes killed). Data-parallel "
         f"training: {dp['devices_1']['train_seconds']:.1f} s on 1 device, "
-        f"{dp['devices_2']['train_seconds']:.1f} s on 2 (one machine's 2 cores either way).",
+        f"{dp['devices_2']['train_seconds']:.1f} s on 2 (one machine's 2 cores either way).", "",
+        f"The ceiling: a job's fit took "
+        f"{', '.join(f'{s:.1f}' for s in c['fit_seconds_alone'])} s alone (the one-after-another "
+        f"run) and {', '.join(f'{s:.1f}' for s in c['fit_seconds_side_by_side'])} s with two "
+        f"run at once as plain processes, so {r['nodes']} nodes on these cores can give at "
+        f"most {c['ceiling']:.2f}x before any overhead.",
         ""]
 
 
