@@ -458,7 +458,7 @@ def _data_parallel_request(args: argparse.Namespace) -> int | str | None:
 def _data_parallel_plan(args: argparse.Namespace, saved: dict[str, Any] | None) -> Any:
     """Joins the other processes (if any) and plans data-parallel training; None for one
     device. `saved` is a resumed run's recorded distribution."""
-    request = _data_parallel_request(args)
+    request = args.devices_per_process  # set by _prepare_process
     if saved and saved["processes"] != args.num_processes:
         raise ConfigError(f"this run was trained by {saved['processes']} process(es); resume it "
                           f"with --num-processes {saved['processes']} and the same coordinator")
@@ -477,12 +477,13 @@ def _data_parallel_plan(args: argparse.Namespace, saved: dict[str, Any] | None) 
 
 def _prepare_process(args: argparse.Namespace, backend_name: str) -> None:
     """What must be set before Keras starts: the CPU devices of data-parallel training, and the
-    thread limit of jobs run here with --cpus-per-job."""
-    if _data_parallel_request(args) is not None:
+    thread limit of jobs run here with --cpus-per-job. Records `args.devices_per_process`."""
+    # Read once: on resume it reads the run's config.json.
+    request = args.devices_per_process = _data_parallel_request(args)
+    if request is not None:
         if backend_name != "jax":
             raise ConfigError("data-parallel training needs the JAX backend (Keras's "
                               "distribution API); run `mnist-digits --backend jax train ...`")
-        request = _data_parallel_request(args)
         backend.prepare_devices(None if request == "all" else request)
     if getattr(args, "cpus_per_job", None) and not args.cluster:
         os.environ.update(backend.thread_env(max(1, int(args.cpus_per_job))))
@@ -643,13 +644,11 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from mnist_digits.cluster import connect, jobs, space, sweep
 
     connect.require_ray()
-    cli_values = {k: v for k, v in _cli_values(args).items() if k != "model"}
+    cli_values = {k: v for k, v in _cli_values(args).items() if k != "model" and v is not None}
     settings = sweep.SweepSettings(
         model=args.model or resolve_config().model, space=space.read_space(args.space),
         trials=args.trials, metric=args.metric, scheduler=args.scheduler,
-        file_values=_file_values(args), cli_values={k: v for k, v in cli_values.items()
-                                                    if v is not None},
-        seed=args.seed or 0)
+        file_values=_file_values(args), cli_values=cli_values, seed=args.seed or 0)
     resources = jobs.Resources(cpus=args.cpus_per_job or 1.0, gpus=args.gpus_per_job)
     with _progress_bar("sweep") as progress:
         folder, trials = sweep.run_sweep(

@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
 import os
 import shutil
 import sys
@@ -219,9 +220,14 @@ def _run_on_ray(ray: Any, jobs: Sequence[Job], results_dir: Path, resources: Res
     outcomes: dict[int, Outcome] = {}
     pending = list(submitted)
     failed = 0
+    slots, counted_at = 0, -math.inf
     try:
         while pending:
-            running = min(len(pending), connect.slots(ray, resources.cpus, resources.gpus))
+            # The live nodes' capacity, asked of the cluster every 10 s, not every second.
+            if time.monotonic() - counted_at > 10:
+                slots = connect.slots(ray, resources.cpus, resources.gpus)
+                counted_at = time.monotonic()
+            running = min(len(pending), slots)
             report(len(outcomes), len(jobs), _status(len(outcomes) - failed, running, failed))
             ready, pending = ray.wait(pending, num_returns=1, timeout=1.0)
             for ref in ready:

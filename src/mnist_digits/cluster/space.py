@@ -88,8 +88,8 @@ def read_space(path: str | os.PathLike) -> Space:
     return parse_space(text, source=f"space file {path}")
 
 
-def model_option_keys(space: Space, model: str) -> list[str]:
-    """The keys of `space` that are options of `model`'s builder, not config fields."""
+def model_option_keys(space: Space) -> list[str]:
+    """The keys of `space` that are not config fields: options of the model's builder."""
     return [key for key in space if key not in FIELD_NAMES]
 
 
@@ -124,7 +124,7 @@ def check_space(space: Space, model: str, file_values: Mapping[str, Any] | None 
     if "model" in space:
         raise ConfigError("the space cannot vary `model`; sweep one model at a time (compare "
                           "models with `mnist-digits compare`)")
-    options = model_option_keys(space, model)
+    options = model_option_keys(space)
     models.check_model_options(model, dict.fromkeys(options))
     first = {key: args[0] for key, (_, args) in space.items()}
     for key, (kind, args) in space.items():

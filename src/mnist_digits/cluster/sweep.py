@@ -85,8 +85,8 @@ class _Collector:
     def __init__(self) -> None:
         self._folders: dict[str, tuple[str, bytes]] = {}
 
-    def put(self, trial_id: str, name: str, archive: bytes) -> bool:
-        return self._folders.setdefault(trial_id, (name, archive)) == (name, archive)
+    def put(self, trial_id: str, name: str, archive: bytes) -> None:
+        self._folders.setdefault(trial_id, (name, archive))
 
     def take(self, trial_id: str) -> tuple[str, bytes] | None:
         return self._folders.pop(trial_id, None)
