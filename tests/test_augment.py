@@ -36,7 +36,7 @@ def test_policies_keep_shape_dtype_and_range_and_change_the_images(name, digits)
 
 
 @pytest.mark.parametrize("policy", [{"rotation": 10.0}, {"shift": 2.0}, {"zoom": 0.1},
-                                    {"squish": 0.1}, {"elastic": 0.5}, {"erasing": 1.0},
+                                    {"squish": 0.1}, {"elastic": 34.0}, {"erasing": 1.0},
                                     {"thicken": 1.0}, {"lowres": 1.0}])
 def test_every_transform_is_the_identity_at_inference(policy, digits):
     np.testing.assert_array_equal(run_policy(policy, digits, training=False), digits)
@@ -60,6 +60,33 @@ def test_thicker_pens_add_ink_and_low_resolution_blurs(digits):
     half = run_policy({"thicken": 0.5}, digits, seed=2)
     changed = np.abs(half - digits).reshape(len(digits), -1).max(axis=1) > 0.1
     assert 0.2 < changed.mean() < 0.8  # about half the images, each all or nothing
+
+
+def test_elastic_distortion_moves_ink_smoothly_and_keeps_the_digit(digits):
+    out = run_policy({"elastic": 34.0}, digits)
+    assert out.shape == digits.shape and out.min() >= 0.0 and out.max() <= 1.0 + 1e-6
+    changed = np.abs(out - digits).reshape(len(digits), -1).max(axis=1) > 0.1
+    assert changed.all()
+    assert out.sum() == pytest.approx(digits.sum(), rel=0.1)
+    # Bilinear weights sum to one: a uniform page stays uniform wherever no sample leaves the
+    # frame, which holds well inside it (the smoothed field moves pixels a few at most).
+    page = keras.ops.convert_to_numpy(augment.ElasticDistortion(34.0, 4.0, seed=0)(
+        np.ones((8, 28, 28, 1), np.float32), training=True))
+    np.testing.assert_allclose(page[:, 10:18, 10:18], 1.0, atol=1e-5)
+    # A smoother field (larger sigma) at the same alpha moves pixels less, as in Simard et al.
+    rough = run_policy({"elastic": 34.0, "elastic_sigma": 2.0}, digits)
+    smooth = run_policy({"elastic": 34.0, "elastic_sigma": 8.0}, digits)
+    assert np.abs(smooth - digits).mean() < np.abs(out - digits).mean() < np.abs(
+        rough - digits).mean()
+
+
+def test_elastic_distortion_indexes_every_image_of_a_large_batch(mnist_test_set):
+    # Past 2**24 flat pixels (18,000 images) float32 indices would read the wrong pixels; a
+    # near-zero field must give back every image, the last ones too.
+    images = np.concatenate([mnist_test_set[0]] * 2)[..., np.newaxis].astype(np.float32) / 255.0
+    layer = augment.ElasticDistortion(alpha=1e-3, sigma=4.0, seed=0)
+    out = keras.ops.convert_to_numpy(layer(images, training=True))
+    np.testing.assert_allclose(out[-100:], images[-100:], atol=1e-2)
 
 
 def test_zero_ranges_are_the_identity_even_in_training(digits):
@@ -93,7 +120,7 @@ def test_augmented_model_saves_and_reloads_in_safe_mode(tmp_path, digits):
 
     bare = models.build_model("mlp_small")
     model = augment.with_augmentation(bare, config.AUGMENT_POLICIES["strong"] | {
-        "elastic": 0.3, "thicken": 0.2, "lowres": 0.2}, seed=0)
+        "elastic": 34.0, "thicken": 0.2, "lowres": 0.2}, seed=0)
     assert model.name == bare.name
     path = tmp_path / "model.keras"
     model.save(path)

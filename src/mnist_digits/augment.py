@@ -3,7 +3,8 @@
 `RandomAffine` draws one rotation, shift, zoom and "squish" (a change of aspect ratio) per image
 and applies them as a single affine warp, so each image is interpolated once rather than once per
 transform (sharper digits, and a third of the work of chaining RandomRotation, RandomTranslation
-and RandomZoom). Keras's own `RandomElasticTransform` and `RandomErasing` are the optional extras.
+and RandomZoom). `ElasticDistortion` is Simard et al.'s elastic warp, and Keras's own
+`RandomErasing` the other optional extra.
 
 The layers sit in front of the network (`with_augmentation`), so augmentation costs no Python
 per batch, runs on whatever backend Keras uses, and is the identity at inference: the saved
@@ -13,8 +14,8 @@ per batch, runs on whatever backend Keras uses, and is the identity at inference
 and low-resolution scans enlarged.
 
 A policy is a plain mapping, stored in the run's config as `augment`:
-    {"rotation": 10, "shift": 2, "zoom": 0.1, "squish": 0.1, "elastic": 0, "erasing": 0,
-     "thicken": 0, "lowres": 0}
+    {"rotation": 10, "shift": 2, "zoom": 0.1, "squish": 0.1, "elastic": 0, "elastic_sigma": 4,
+     "erasing": 0, "thicken": 0, "lowres": 0}
 Missing keys mean "off". `config.AUGMENT_PARAMETERS` lists the keys and their ranges, and
 `config.AUGMENT_POLICIES` names the common policies for `train --augment NAME`; `TrainConfig`
 checks a policy once, and the layers here trust it.
@@ -28,6 +29,9 @@ from typing import Any
 
 import keras
 from keras import layers, ops
+
+# Simard et al.'s smoothness of the elastic field, when a policy gives `elastic` alone.
+ELASTIC_SIGMA = 4.0
 
 
 @keras.saving.register_keras_serializable(package="mnist_digits")
@@ -89,11 +93,90 @@ class RandomAffine(layers.Layer):
                 "zoom": self.zoom, "squish": self.squish, "seed": self.seed}
 
 
+@keras.saving.register_keras_serializable(package="mnist_digits")
+class ElasticDistortion(layers.Layer):
+    """Simard et al.'s (2003) elastic distortion: each pixel moves along a smooth random field.
+
+    Per image, a displacement field of uniform(-1, 1) noise per pixel and axis is smoothed by a
+    Gaussian of standard deviation `sigma` pixels and scaled by `alpha`; the image is resampled
+    along it (bilinear, background outside the frame). Simard et al. used alpha 34 and sigma 4 on
+    MNIST, and elastic distortion took their 800-unit MLP from 98.9% (affine only) to 99.3%.
+
+    Keras's own `RandomElasticTransform` derives the Gaussian's size from a random draw in
+    Python, so it cannot be traced under JAX's jit, and it draws one strength per batch with a
+    field smoothed over a pixel or so; this layer is plain `keras.ops` on every backend. The
+    identity unless called with `training=True`.
+
+    Args:
+        alpha: scale of the smoothed field, pixels.
+        sigma: smoothness of the field, pixels.
+        seed: seed of the layer's own random stream.
+    """
+
+    def __init__(self, alpha: float = 34.0, sigma: float = 4.0, seed: int | None = None,
+                 **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.alpha, self.sigma, self.seed = alpha, sigma, seed
+        self.seed_generator = keras.random.SeedGenerator(seed)
+        radius = max(1, math.ceil(3 * sigma))
+        taps = [math.exp(-0.5 * (i / sigma) ** 2) for i in range(-radius, radius + 1)]
+        # One normalised 1-D Gaussian, applied along rows then columns, to both field channels.
+        self._taps = [t / sum(taps) for t in taps]
+
+    def call(self, images, training=False):
+        if not training or not self.alpha:
+            return images
+        n, height, width = ops.shape(images)[0], images.shape[1], images.shape[2]
+        field = keras.random.uniform((n, height, width, 2), -1.0, 1.0, seed=self.seed_generator)
+        taps = ops.convert_to_tensor(self._taps, dtype=field.dtype)
+        size = len(self._taps)
+        field = ops.depthwise_conv(field, ops.tile(ops.reshape(taps, (size, 1, 1, 1)),
+                                                   (1, 1, 2, 1)), padding="same")
+        field = ops.depthwise_conv(field, ops.tile(ops.reshape(taps, (1, size, 1, 1)),
+                                                   (1, 1, 2, 1)), padding="same")
+        field = self.alpha * field
+        # Bilinear sampling by hand, as 4 gathers from all the images flattened, each image
+        # with a background border: `map_coordinates` needs the batch size known when traced.
+        # Coordinates are clipped into the border, so a sample that leaves its own frame reads
+        # background, never the next image.
+        rows = ops.reshape(ops.arange(height, dtype=field.dtype), (1, height, 1)) + field[..., 0]
+        cols = ops.reshape(ops.arange(width, dtype=field.dtype), (1, 1, width)) + field[..., 1]
+        rows = ops.clip(rows, -1.0, float(height))
+        cols = ops.clip(cols, -1.0, float(width))
+        top = ops.clip(ops.floor(rows), -1.0, height - 1.0)
+        left = ops.clip(ops.floor(cols), -1.0, width - 1.0)
+        down, right = rows - top, cols - left
+        tall, wide = height + 2, width + 2
+        flat = ops.reshape(ops.pad(images[..., 0], ((0, 0), (1, 1), (1, 1))), (-1,))
+        index = ops.cast(ops.cumsum(ops.ones_like(field[:, 0, 0, 0]), axis=0), "int32") - 1
+        # Integer arithmetic: as float32, indices past 2**24 (18,000 images) would be rounded.
+        base = (ops.reshape(index, (-1, 1, 1)) * (tall * wide)
+                + (ops.cast(top, "int32") + 1) * wide + ops.cast(left, "int32") + 1)
+
+        def pixel(offset: int):
+            return ops.take(flat, base + offset)
+
+        out = ((1 - down) * ((1 - right) * pixel(0) + right * pixel(1))
+               + down * ((1 - right) * pixel(wide) + right * pixel(wide + 1)))
+        return ops.cast(out[..., None], images.dtype)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "alpha": self.alpha, "sigma": self.sigma,
+                "seed": self.seed}
+
+
 # Keras's image preprocessing layers default to `training=True`, so a plain `model(x)` would
 # distort the input at inference. These subclasses make inference the default, like RandomAffine.
 @keras.saving.register_keras_serializable(package="mnist_digits")
 class RandomElastic(layers.RandomElasticTransform):
-    """Keras's `RandomElasticTransform`, the identity unless called with `training=True`."""
+    """Keras's `RandomElasticTransform`, the identity unless called with `training=True`.
+
+    No policy builds it any more (`ElasticDistortion` replaced it); it stays registered so that
+    models saved with it still load.
+    """
 
     def call(self, data, training=False):
         return super().call(data, training=training)
@@ -144,7 +227,9 @@ class RandomScan(layers.Layer):
             out = out + chosen(self.thicken) * (thick - out)
         if self.lowres:
             coarse = chosen(0.5)
-            small = [ops.image.resize(ops.image.resize(out, (side, side), interpolation="area"),
+            # Antialiased bilinear, not "area": only TensorFlow has area resizing, and this
+            # gives the same pixels on every backend (to 1e-7).
+            small = [ops.image.resize(ops.image.resize(out, (side, side), antialias=True),
                                       (height, width), interpolation="bilinear")
                      for side in (10, 14)]
             blurred = coarse * small[0] + (1 - coarse) * small[1]
@@ -176,10 +261,9 @@ def augmentation_layers(policy: Mapping[str, float], seed: int | None = None) ->
     if scan:
         stack.append(RandomScan(**scan, seed=seed, name="random_scan"))
     if "elastic" in policy:
-        # value_range tells the layer our pixels are in [0, 1]; "constant" fills with background.
-        stack.append(RandomElastic(
-            factor=policy["elastic"], scale=1.0, fill_mode="constant", fill_value=0.0,
-            value_range=(0.0, 1.0), seed=seed, name="random_elastic"))
+        stack.append(ElasticDistortion(alpha=policy["elastic"],
+                                       sigma=policy.get("elastic_sigma", ELASTIC_SIGMA),
+                                       seed=seed, name="elastic_distortion"))
     if "erasing" in policy:
         # Erased rectangles become background (0), like a gap in a stroke.
         stack.append(RandomErasing(

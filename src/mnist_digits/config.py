@@ -27,7 +27,9 @@ AUGMENT_PARAMETERS: dict[str, tuple[str, float]] = {
     "shift": ("maximum shift, pixels in each direction", 8.0),
     "zoom": ("maximum relative change of size, e.g. 0.1 for 90%..110%", 0.5),
     "squish": ("maximum relative change of aspect ratio", 0.5),
-    "elastic": ("strength of elastic distortion (Keras RandomElasticTransform factor)", 1.0),
+    "elastic": ("elastic distortion: scale of the smoothed displacement field, pixels (Simard "
+                "et al. 2003 used 34)", 40.0),
+    "elastic_sigma": ("smoothness of the elastic field, pixels (default 4)", 10.0),
     "erasing": ("probability of erasing a random rectangle (Keras RandomErasing factor)", 1.0),
     "thicken": ("probability of a broader pen: strokes one pixel thicker on each side", 1.0),
     "lowres": ("probability of a low-resolution scan: down to 10 or 14 pixels and back up", 1.0),

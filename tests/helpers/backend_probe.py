@@ -60,6 +60,13 @@ def train_and_check(out: Path) -> dict:
     first = train.train(config, runs.new_run_dir(out, "cnn_fast", "a"), splits=splits)
     second_dir = runs.new_run_dir(out, "cnn_fast", "b")
     second = train.train(config, second_dir, splits=splits)
+    # Every augmentation layer at once, traced into this backend's compiled train step.
+    every_layer = resolve_config({}, {"model": "mlp_small", "epochs": 2, "batch_size": 64,
+                                      "augment": {"rotation": 10, "shift": 2, "zoom": 0.1,
+                                                  "squish": 0.1, "elastic": 34, "erasing": 0.2,
+                                                  "thicken": 0.2, "lowres": 0.2}})
+    augmented = train.train(every_layer, runs.new_run_dir(out, "mlp_small", "augmented"),
+                            splits=splits)
     model = predict.load_model(second_dir)
     x = images()
     compiled = predict.predict_proba(model, x)
@@ -74,6 +81,7 @@ def train_and_check(out: Path) -> dict:
         "model_file": str(second_dir / runs.MODEL),
         "predictions": compiled.tolist(),
         "compiled_vs_eager": float(np.max(np.abs(compiled - eager))),
+        "augmented_accuracy": augmented["test"]["accuracy"],
     }
 
 
