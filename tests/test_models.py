@@ -56,6 +56,23 @@ def test_options_override_the_preset():
         == [0.4]
 
 
+def test_a_deskewed_cnn_sees_the_same_digit_whatever_its_slant():
+    from mnist_digits.layers import Deskew
+
+    model = models.build_model("cnn_best", deskew=True)
+    assert isinstance(model.layers[1], Deskew)
+    # The deskewed input of a slanted stroke and of the upright one are nearly the same image.
+    upright = np.zeros((1, 28, 28, 1), np.float32)
+    upright[0, 6:22, 13:15] = 1.0
+    slanted = np.zeros_like(upright)
+    for row in range(6, 22):
+        col = 13 + (row - 14) // 3
+        slanted[0, row, col:col + 2] = 1.0
+    deskew = keras.Model(model.input, model.layers[1].output)
+    a, b = (keras.ops.convert_to_numpy(deskew(x)) for x in (upright, slanted))
+    assert np.abs(a - b).sum() < 0.3 * np.abs(upright - slanted).sum()
+
+
 def test_unknown_model_suggests_close_names():
     with pytest.raises(ConfigError, match=r"unknown model 'cnn_b'.*did you mean cnn_bn"):
         models.get_model_spec("cnn_b")

@@ -161,8 +161,8 @@ _THRESHOLD_HELP = ("calibrated confidence under which a digit is 'unsure' (defau
                    "higher rejects more")
 # `bench --only` choices, in run order; a test keeps them equal to the bench's own registry
 # (importing it here would slow every command's start).
-BENCH_SECTIONS = ("training", "ablation", "best", "calibration", "realworld", "numbers",
-                  "rejection", "inference", "load", "backends", "cluster")
+BENCH_SECTIONS = ("training", "ablation", "best", "feedforward", "calibration", "realworld",
+                  "numbers", "rejection", "inference", "load", "backends", "cluster")
 
 
 def _command(sub: Any, name: str, summary: str, description: str,
@@ -376,10 +376,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = _command(sub, "bench", "measure and record the figures the README quotes",
                  "Measures training speed and accuracy against reference recipes, ablations, "
-                 "the best preset and its ensemble, calibration, reading user-style images and "
-                 "numbers, rejecting non-digits, inference speed and the server under load. "
-                 "Writes bench/results/<date>-<host>.json and .md. All of it takes about an "
-                 "hour and a half on 2 cores.",
+                 "the best preset and its ensemble, the best feedforward net, calibration, "
+                 "reading user-style images and numbers, rejecting non-digits, inference speed "
+                 "and the server under load. Writes bench/results/<date>-<host>.json and .md. "
+                 "All of it takes about two and a half hours on 2 cores.",
                  ["bench --only realworld,numbers,rejection", "bench --quick"])
     p.add_argument("--model", help="run folder or .keras file for the reading, inference and "
                                    "load sections (default: the packaged reading model)")
