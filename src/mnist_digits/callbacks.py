@@ -1,5 +1,5 @@
-"""Training callbacks of our own: epoch timing, the atomic best-model checkpoint, and TensorBoard
-scalars written without TensorFlow.
+"""Training callbacks of our own: epoch timing, the atomic best-model checkpoint, TensorBoard
+scalars written without TensorFlow, and a Ctrl-C that cannot be lost.
 
 Keras's TensorBoard callback writes through `tf.summary`, so it needs TensorFlow whatever the
 backend; `ScalarLogger` writes the same event files (`train/` and `validation/` folders, tags
@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import math
 import os
+import signal
 import socket
+import threading
 import time
 from pathlib import Path
 
@@ -111,3 +113,42 @@ class ScalarLogger(keras.callbacks.Callback):
         for handle, _ in self._files.values():
             handle.close()
         self._files = {}
+
+
+class InterruptGuard(keras.callbacks.Callback):
+    """Makes Ctrl-C stop training even when Python drops its KeyboardInterrupt.
+
+    A KeyboardInterrupt raised while the interpreter runs a garbage-collection callback (JAX
+    registers one) is printed as "Exception ignored" and dropped, and training went on to the
+    end. While the guard is entered, SIGINT also sets a flag, and the next batch or epoch end
+    raises KeyboardInterrupt again. Used as a context manager around `fit`; it changes nothing
+    outside the main thread (signals go there only) or where SIGINT is ignored.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.interrupted = False
+        self._previous = None
+
+    def __enter__(self) -> InterruptGuard:
+        if threading.current_thread() is threading.main_thread():
+            previous = signal.getsignal(signal.SIGINT)
+            if callable(previous):
+                self._previous = previous
+                signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+            self._previous = None
+
+    def _handle(self, signum: int, frame: object) -> None:
+        self.interrupted = True
+        self._previous(signum, frame)
+
+    def _check(self, *args: object, **kwargs: object) -> None:
+        if self.interrupted:
+            raise KeyboardInterrupt
+
+    on_train_batch_end = on_test_batch_end = on_epoch_end = _check

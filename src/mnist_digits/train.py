@@ -40,7 +40,7 @@ from mnist_digits import (
     predict,
     runs,
 )
-from mnist_digits.callbacks import BestModelSaver, EpochTimer, ScalarLogger
+from mnist_digits.callbacks import BestModelSaver, EpochTimer, InterruptGuard, ScalarLogger
 from mnist_digits.config import TrainConfig, split_settings
 from mnist_digits.errors import ConfigError, RunError
 
@@ -246,6 +246,7 @@ def _fit(config: TrainConfig, run_dir: Path, x_train: np.ndarray, y_train: np.nd
     history_path = run_dir / runs.HISTORY
     previous = runs.read_history(run_dir) if resume else {}
     best_so_far = min(previous["val_loss"]) if previous.get("val_loss") else None
+    guard = InterruptGuard()
     all_callbacks: list[keras.callbacks.Callback] = [
         EpochTimer(),
         keras.callbacks.CSVLogger(str(history_path), append=resume),
@@ -257,6 +258,8 @@ def _fit(config: TrainConfig, run_dir: Path, x_train: np.ndarray, y_train: np.nd
         keras.callbacks.BackupAndRestore(str(run_dir / runs.BACKUP), delete_checkpoint=True,
                                          double_checkpoint=True),
         *callbacks,
+        # Last, so an epoch that ends after a Ctrl-C is still logged and backed up.
+        guard,
     ]
     if config.early_stopping_patience:
         all_callbacks.insert(3, keras.callbacks.EarlyStopping(
@@ -267,14 +270,15 @@ def _fit(config: TrainConfig, run_dir: Path, x_train: np.ndarray, y_train: np.nd
     log.info("training %s (%d trainable parameters) for up to %d epochs in %s", config.model,
              models.count_params(model), config.epochs, run_dir)
     try:
-        model.fit(
-            x_train, y_train,
-            batch_size=batch_size,
-            epochs=config.epochs,
-            validation_data=(x_val, y_val),
-            callbacks=all_callbacks,
-            verbose=keras_verbosity(),
-        )
+        with guard:
+            model.fit(
+                x_train, y_train,
+                batch_size=batch_size,
+                epochs=config.epochs,
+                validation_data=(x_val, y_val),
+                callbacks=all_callbacks,
+                verbose=keras_verbosity(),
+            )
     except KeyboardInterrupt:
         runs.write_json(run_dir / runs.STATUS, {
             "state": "interrupted",
