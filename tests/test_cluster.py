@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import csv
 import json
-import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
-from helpers import one_line_error, run_cli
+from helpers import interrupt_when, one_line_error, run_cli
 
 from mnist_digits import runs
 from mnist_digits.cluster import space
@@ -115,17 +114,10 @@ def test_ctrl_c_cancels_the_jobs_and_leaves_no_partial_folder(cluster, tmp_path)
          cluster.address, "--results-dir", str(tmp_path)],
         env=cluster.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         stdin=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 120
-        while not any(cluster.processes_titled(i, "remote_job") for i in range(2)):
-            assert compare.poll() is None and time.monotonic() < deadline, compare.communicate()
-            time.sleep(0.2)
-        time.sleep(3)  # the jobs are training
-        compare.send_signal(signal.SIGINT)
-        _, err = compare.communicate(timeout=120)
-    finally:
-        if compare.poll() is None:
-            compare.kill()
+    # Once both workers run a job, and 3 s more: the jobs are training.
+    err = interrupt_when(
+        compare, lambda: any(cluster.processes_titled(i, "remote_job") for i in range(2)),
+        timeout=120, settle=3)
     assert compare.returncode == 130, err[-3000:]
     assert "interrupted" in err.strip().splitlines()[-1]
     assert list(tmp_path.iterdir()) == [] or (run_folders(tmp_path) == [] and

@@ -7,15 +7,13 @@ it starts, and Keras picks its backend once.
 
 from __future__ import annotations
 
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import free_port, one_line_error, run_cli
+from helpers import free_port, interrupt_when, one_line_error, run_cli
 
 from mnist_digits import predict, runs
 from mnist_digits.cli import main
@@ -78,19 +76,13 @@ def test_an_interrupted_data_parallel_run_resumes_on_its_devices(tmp_path):
         [sys.executable, "-m", "mnist_digits", *TRAIN, "--epochs", "8", "--data-parallel", "2",
          "--results-dir", str(tmp_path)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 300
-        history = []
-        while time.monotonic() < deadline and proc.poll() is None:
-            history = list(tmp_path.glob("*/history.csv"))
-            if history and len(history[0].read_text().splitlines()) >= 2:
-                break
-            time.sleep(0.1)
-        proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+
+    def one_epoch_logged() -> bool:
+        history = list(tmp_path.glob("*/history.csv"))
+        return bool(history) and len(history[0].read_text().splitlines()) >= 2
+
+    err = interrupt_when(proc, one_epoch_logged, timeout=300)
+    history = list(tmp_path.glob("*/history.csv"))
     assert proc.returncode == 130, err[-3000:]
     run_dir = history[0].parent
     assert runs.read_status(run_dir)["state"] == "interrupted"

@@ -28,6 +28,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import keras
+import numpy as np
 from keras import layers, ops
 
 # Simard et al.'s smoothness of the elastic field, when a policy gives `elastic` alone.
@@ -113,27 +114,25 @@ class ElasticDistortion(layers.Layer):
         seed: seed of the layer's own random stream.
     """
 
-    def __init__(self, alpha: float = 34.0, sigma: float = 4.0, seed: int | None = None,
-                 **kwargs: Any) -> None:
+    def __init__(self, alpha: float = 34.0, sigma: float = ELASTIC_SIGMA,
+                 seed: int | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.alpha, self.sigma, self.seed = alpha, sigma, seed
         self.seed_generator = keras.random.SeedGenerator(seed)
         radius = max(1, math.ceil(3 * sigma))
-        taps = [math.exp(-0.5 * (i / sigma) ** 2) for i in range(-radius, radius + 1)]
-        # One normalised 1-D Gaussian, applied along rows then columns, to both field channels.
-        self._taps = [t / sum(taps) for t in taps]
+        taps = np.exp(-0.5 * (np.arange(-radius, radius + 1) / sigma) ** 2)
+        # One normalised 1-D Gaussian, as depthwise kernels along rows and along columns, for
+        # both field channels.
+        taps = np.tile((taps / taps.sum()).astype(np.float32)[:, None, None, None], (1, 1, 2, 1))
+        self._kernels = (taps, taps.transpose(1, 0, 2, 3))
 
     def call(self, images, training=False):
         if not training or not self.alpha:
             return images
         n, height, width = ops.shape(images)[0], images.shape[1], images.shape[2]
         field = keras.random.uniform((n, height, width, 2), -1.0, 1.0, seed=self.seed_generator)
-        taps = ops.convert_to_tensor(self._taps, dtype=field.dtype)
-        size = len(self._taps)
-        field = ops.depthwise_conv(field, ops.tile(ops.reshape(taps, (size, 1, 1, 1)),
-                                                   (1, 1, 2, 1)), padding="same")
-        field = ops.depthwise_conv(field, ops.tile(ops.reshape(taps, (1, size, 1, 1)),
-                                                   (1, 1, 2, 1)), padding="same")
+        for kernel in self._kernels:
+            field = ops.depthwise_conv(field, kernel, padding="same")
         field = self.alpha * field
         # Bilinear sampling by hand, as 4 gathers from all the images flattened, each image
         # with a background border: `map_coordinates` needs the batch size known when traced.
@@ -148,9 +147,8 @@ class ElasticDistortion(layers.Layer):
         down, right = rows - top, cols - left
         tall, wide = height + 2, width + 2
         flat = ops.reshape(ops.pad(images[..., 0], ((0, 0), (1, 1), (1, 1))), (-1,))
-        index = ops.cast(ops.cumsum(ops.ones_like(field[:, 0, 0, 0]), axis=0), "int32") - 1
         # Integer arithmetic: as float32, indices past 2**24 (18,000 images) would be rounded.
-        base = (ops.reshape(index, (-1, 1, 1)) * (tall * wide)
+        base = (ops.reshape(ops.arange(n, dtype="int32"), (-1, 1, 1)) * (tall * wide)
                 + (ops.cast(top, "int32") + 1) * wide + ops.cast(left, "int32") + 1)
 
         def pixel(offset: int):

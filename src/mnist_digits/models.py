@@ -345,16 +345,20 @@ def mlp_deskew(**options: Any) -> keras.Model:
                                       "bn_momentum": 0.99, "deskew": True, **options})
 
 
+# mlp_aug's network, recipe and augmentation, which mlp_elastic builds on.
+_MLP_AUG_NETWORK = {"hidden": (1024, 1024), "dropout": 0.2, "batch_norm": True}
+_MLP_AUG_RECIPE = {"batch_size": 128, "learning_rate": 2e-3, "lr_schedule": "warmup_cosine",
+                   "warmup_epochs": 1.0, "label_smoothing": 0.1}
+_MLP_AUG_AFFINE = {"rotation": 8.0, "shift": 2.0, "zoom": 0.08}
+
+
 @register_model(
     "mlp",
     description="FFNN 784-1024-1024-10 with batch norm, trained on augmented digits "
                 "(rotate/shift/zoom).",
-    epochs=20, batch_size=128, learning_rate=2e-3, lr_schedule="warmup_cosine",
-    warmup_epochs=1.0, label_smoothing=0.1,
-    augment={"rotation": 8.0, "shift": 2.0, "zoom": 0.08})
+    epochs=20, **_MLP_AUG_RECIPE, augment=_MLP_AUG_AFFINE)
 def mlp_aug(**options: Any) -> keras.Model:
-    return build_mlp("mlp_aug", **{"hidden": (1024, 1024), "dropout": 0.2, "batch_norm": True,
-                                   **options})
+    return build_mlp("mlp_aug", **{**_MLP_AUG_NETWORK, **options})
 
 
 # mlp_aug's network on deskewed digits, with Simard et al.'s elastic distortion (alpha 34,
@@ -367,12 +371,9 @@ def mlp_aug(**options: Any) -> keras.Model:
     "mlp",
     description="FFNN 784-1024-1024-10 on deskewed digits, affine + elastic distortion, "
                 "60 epochs.",
-    epochs=60, batch_size=128, learning_rate=2e-3, lr_schedule="warmup_cosine",
-    warmup_epochs=1.0, label_smoothing=0.1,
-    augment={"rotation": 8.0, "shift": 2.0, "zoom": 0.08, "elastic": 34.0})
+    epochs=60, **_MLP_AUG_RECIPE, augment={**_MLP_AUG_AFFINE, "elastic": 34.0})
 def mlp_elastic(**options: Any) -> keras.Model:
-    return build_mlp("mlp_elastic", **{"hidden": (1024, 1024), "dropout": 0.2,
-                                       "batch_norm": True, "deskew": True, **options})
+    return build_mlp("mlp_elastic", **{**_MLP_AUG_NETWORK, "deskew": True, **options})
 
 
 # cnn_best's network, which the packaged reading model shares.

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 
 # A PNG whose header claims a huge image: the bench's load test sends it too, so it has one
 # definition, in the bench package (test tooling, never imported by the product).
 from mnist_digits.bench.loadtest import free_port, png_header_only
 
-__all__ = ["free_port", "one_line_error", "png_header_only", "run_cli"]
+__all__ = ["free_port", "interrupt_when", "one_line_error", "png_header_only", "run_cli"]
 
 ERROR_PREFIX = "mnist-digits"
 
@@ -39,3 +42,20 @@ def run_cli(*args: str, timeout: float = 300, **kwargs) -> subprocess.CompletedP
     """`mnist-digits ARGS...` in a child process, as a user runs it; output captured as text."""
     return subprocess.run([sys.executable, "-m", "mnist_digits", *args], capture_output=True,
                           text=True, timeout=timeout, stdin=subprocess.DEVNULL, **kwargs)
+
+
+def interrupt_when(proc: subprocess.Popen, ready: Callable[[], bool], timeout: float,
+                   settle: float = 0.0) -> str:
+    """Sends Ctrl-C (SIGINT) to `proc` once `ready()` holds, and `settle` seconds later; returns
+    its stderr. The process is killed if it is still running when this returns or fails."""
+    try:
+        deadline = time.monotonic() + timeout
+        while not ready():
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+            time.sleep(0.1)
+        time.sleep(settle)
+        proc.send_signal(signal.SIGINT)
+        return proc.communicate(timeout=120)[1]
+    finally:
+        if proc.poll() is None:
+            proc.kill()

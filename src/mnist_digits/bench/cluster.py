@@ -17,6 +17,7 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import statistics
 import subprocess
 import sys
@@ -52,29 +53,28 @@ def _fit_seconds(folder: Path) -> list[float]:
     return [runs.read_json(m)["train_seconds"] for m in sorted(folder.glob("*/metrics.json"))]
 
 
+def _compare(ctx: Context, seeds: int, folder: str) -> Path:
+    """`compare` of the preset over `seeds` seeds at 1 thread each, in a process of its own;
+    returns its results folder."""
+    _cli("compare", "--models", PRESET, "--seeds", str(seeds), "--cpus-per-job", "1",
+         *_quick_flags(ctx.quick), "--results-dir", str(ctx.work_dir / folder))
+    return ctx.work_dir / folder
+
+
 def _sequential(ctx: Context) -> tuple[float, list[float]]:
     """Wall seconds of the jobs one after another in one process, 1 thread each; and each
     job's fit seconds."""
     start = time.perf_counter()
-    _cli("compare", "--models", PRESET, "--seeds", str(JOBS), "--cpus-per-job", "1",
-         *_quick_flags(ctx.quick), "--results-dir", str(ctx.work_dir / "sequential"))
-    return time.perf_counter() - start, _fit_seconds(ctx.work_dir / "sequential")
+    folder = _compare(ctx, JOBS, "sequential")
+    return time.perf_counter() - start, _fit_seconds(folder)
 
 
 def _side_by_side(ctx: Context) -> list[float]:
     """Fit seconds of two such jobs run at once as two plain processes, no Ray: what sharing
     this machine's cores costs a job by itself."""
-    procs = [subprocess.Popen(
-        [sys.executable, "-m", "mnist_digits", "-q", "compare", "--models", PRESET, "--seeds",
-         "1", "--cpus-per-job", "1", *_quick_flags(ctx.quick), "--results-dir",
-         str(ctx.work_dir / f"side-by-side-{i}")],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
-        for i in range(NODES)]
-    for proc in procs:
-        _, err = proc.communicate()
-        if proc.returncode != 0:
-            raise RuntimeError(f"side-by-side compare failed:\n{err[-3000:]}")
-    return [s for i in range(NODES) for s in _fit_seconds(ctx.work_dir / f"side-by-side-{i}")]
+    with concurrent.futures.ThreadPoolExecutor(NODES) as pool:
+        folders = list(pool.map(lambda i: _compare(ctx, 1, f"side-by-side-{i}"), range(NODES)))
+    return [s for folder in folders for s in _fit_seconds(folder)]
 
 
 def _on_cluster(quick: bool, results_dir: str, kill_worker: bool) -> dict[str, Any]:

@@ -322,31 +322,29 @@ def ablation_markdown(result: dict[str, Any]) -> list[str]:
     return [*lines, ""]
 
 
-def best_markdown(r: dict[str, Any]) -> list[str]:
-    """The `best` section as Markdown."""
-    e = r["ensemble"]
-    return ["## Best accuracy (`best`)", "",
-            f"`{r['preset']}`: {r['description']}", "",
+def _preset_lines(r: dict[str, Any], *more_rows: str) -> list[str]:
+    """A preset trained over seeds: its description, its table row (then `more_rows`) and its
+    single runs."""
+    return [f"`{r['preset']}`: {r['description']}", "",
             "| model | seeds | test acc. (%) | train s (each) | peak RSS |",
             "|---|--:|--:|--:|--:|",
             f"| `{r['preset']}` | {r['seeds']} | {_pct(r)} | {_secs(r)} | "
-            f"{r['peak_rss_mb']:.0f} MiB |",
-            f"| ensemble of those {e['members']} (`mnist-digits ensemble`) | – | "
-            f"**{100 * e['test_accuracy']:.2f}** ({e['num_errors']} errors) | – | – |",
+            f"{r['peak_rss_mb']:.0f} MiB |", *more_rows,
             "", "Single runs: " + ", ".join(f"{100 * x['test_accuracy']:.2f}%"
                                             for x in r["runs"]), ""]
+
+
+def best_markdown(r: dict[str, Any]) -> list[str]:
+    """The `best` section as Markdown."""
+    e = r["ensemble"]
+    return ["## Best accuracy (`best`)", "", *_preset_lines(
+        r, f"| ensemble of those {e['members']} (`mnist-digits ensemble`) | – | "
+           f"**{100 * e['test_accuracy']:.2f}** ({e['num_errors']} errors) | – | – |")]
 
 
 def feedforward_markdown(r: dict[str, Any]) -> list[str]:
     """The `feedforward` section as Markdown."""
-    return ["## Best feedforward net (`feedforward`)", "",
-            f"`{r['preset']}`: {r['description']}", "",
-            "| model | seeds | test acc. (%) | train s (each) | peak RSS |",
-            "|---|--:|--:|--:|--:|",
-            f"| `{r['preset']}` | {r['seeds']} | {_pct(r)} | {_secs(r)} | "
-            f"{r['peak_rss_mb']:.0f} MiB |",
-            "", "Single runs: " + ", ".join(f"{100 * x['test_accuracy']:.2f}%"
-                                            for x in r["runs"]), ""]
+    return ["## Best feedforward net (`feedforward`)", "", *_preset_lines(r)]
 
 
 def calibration_markdown(result: dict[str, Any]) -> list[str]:
