@@ -1,12 +1,14 @@
-"""`layers.Deskew`: a slanted stroke comes out upright and centred; it saves and reloads."""
+"""`layers.Deskew`: a slanted stroke comes out upright and centred; `layers.Shift` moves whole
+pixels over a blank border; both save and reload."""
 
 from __future__ import annotations
 
 import keras
 import numpy as np
+import pytest
 
 from mnist_digits import modelfile, predict
-from mnist_digits.layers import Deskew
+from mnist_digits.layers import Deskew, Shift
 
 
 def slanted_bar(lean: float, shift: int = 0) -> np.ndarray:
@@ -61,3 +63,31 @@ def test_a_model_with_deskew_saves_and_reloads_in_safe_mode(tmp_path):
     image = slanted_bar(0.3)
     np.testing.assert_allclose(predict.predict_proba(loaded, image),
                                predict.predict_proba(model, image), atol=1e-6)
+
+
+@pytest.mark.parametrize("dy, dx", [(1, 0), (-1, 0), (0, 1), (0, -1), (2, -3)])
+def test_shift_moves_every_pixel_and_blanks_the_border_it_uncovers(dy, dx):
+    image = np.random.default_rng(0).random((2, 28, 28, 1), dtype=np.float32) + 0.5
+    out = keras.ops.convert_to_numpy(Shift(dy, dx)(image))
+    assert out.shape == image.shape
+    # Pixel (r, c) came from (r - dy, c - dx) where that is inside the frame; elsewhere blank.
+    rows, cols = np.mgrid[:28, :28]
+    inside = (rows - dy >= 0) & (rows - dy < 28) & (cols - dx >= 0) & (cols - dx < 28)
+    source = image[:, np.clip(rows - dy, 0, 27), np.clip(cols - dx, 0, 27)]
+    np.testing.assert_array_equal(out[:, inside], source[:, inside])
+    assert not out[:, ~inside].any()
+    assert inside.sum() == (28 - abs(dy)) * (28 - abs(dx))
+
+
+def test_a_model_with_shifts_saves_and_reloads_in_safe_mode(tmp_path):
+    inputs = keras.Input((28, 28, 1))
+    moved = keras.layers.Average()([Shift(-1, 0)(inputs), Shift(0, 2)(inputs)])
+    model = keras.Model(inputs, keras.layers.Dense(10, activation="softmax")(
+        keras.layers.Flatten()(moved)))
+    path = tmp_path / "shift.keras"
+    modelfile.save_model(model, path)
+    loaded = predict.load_model(path)
+    image = slanted_bar(0.3)
+    np.testing.assert_allclose(predict.predict_proba(loaded, image),
+                               predict.predict_proba(model, image), atol=1e-6)
+    assert [(s.dy, s.dx) for s in loaded.layers if isinstance(s, Shift)] == [(-1, 0), (0, 2)]

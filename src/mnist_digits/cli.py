@@ -277,8 +277,11 @@ def build_parser() -> argparse.ArgumentParser:
                  "Averages the probabilities of finished runs (trained on the same split) in "
                  "one model, calibrates it, saves it as a new run and evaluates it like any run. "
                  "With --models, trains the members first (each model with seeds 0..N-1), on a "
-                 "cluster with --cluster.",
+                 "cluster with --cluster. With --tta, it also averages over each image moved "
+                 "one pixel up, down, left and right (5 forward passes per image); then one run "
+                 "will do.",
                  ["ensemble results/*-cnn_best-s0 results/*-cnn_best-s1 results/*-cnn_best-s2",
+                  "ensemble --tta results/latest",
                   "ensemble --models cnn_best --seeds 5 --cluster ray",
                   "ensemble --models cnn_best,cnn_reader --seeds 2"])
     p.add_argument("run_dirs", type=Path, nargs="*", metavar="RUN_DIR",
@@ -287,6 +290,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", type=_positive_int, default=3, metavar="N",
                    help="with --models: seeds 0..N-1 of each (default 3)")
     p.add_argument("--name", default="ensemble", help="name in reports (default: ensemble)")
+    p.add_argument("--tta", action="store_true",
+                   help="test-time augmentation: average over one-pixel moves of each image too")
     p.add_argument("--tag", help="suffix for the run folder's name")
     _add_training_flags(p, exclude=("model", "seed"))
     _add_cluster_flags(p, "members' trainings")
@@ -631,9 +636,10 @@ def cmd_ensemble(args: argparse.Namespace) -> int:
         raise RunError(f"{failed} member(s) failed to train (see above); the ensemble was not "
                        f"made. The finished members are in {args.results_dir}")
     run_dir, metrics = ensemble.make_ensemble(run_dirs, args.results_dir, tag=args.tag,
-                                              name=args.name)
+                                              name=args.name, tta=args.tta)
     runs.point_latest(args.results_dir, run_dir)
-    print(f"{metrics['model']} of {metrics['members']}: test accuracy "
+    views = f" x {metrics['views']} views" if metrics["views"] > 1 else ""
+    print(f"{metrics['model']} of {metrics['members']}{views}: test accuracy "
           f"{metrics['test']['accuracy']:.2%} (validation {metrics['val']['accuracy']:.2%}), "
           f"{metrics['num_errors']} errors")
     print(run_dir)

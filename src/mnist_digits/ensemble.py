@@ -4,6 +4,11 @@
 model that averages their probabilities, saves it as the new run's `model.keras` and evaluates it
 with the same report as a trained run. Averaging probabilities (not votes) lets a confident member
 outvote two unsure ones, and keeps the output a probability distribution like any model's.
+
+With `--tta` (test-time augmentation) the model also averages over views of each image: as given,
+and moved one pixel up, down, left and right (`TTA_SHIFTS`). It works with a single run too, and
+costs five forward passes per image. The shifts were chosen on the validation set of a
+`cnn_best` run (99.63% plain; 99.67% with these 5 views, 99.66% with all 9 one-pixel moves).
 """
 
 from __future__ import annotations
@@ -19,21 +24,29 @@ from keras import layers
 
 from mnist_digits import data, evaluate, modelfile, predict, runs, train
 from mnist_digits.errors import ConfigError
+from mnist_digits.layers import Shift
 
 log = logging.getLogger(__name__)
 
 MIN_MEMBERS = 2
+# Test-time views besides the image as given: (dy, dx) moves of one pixel.
+TTA_SHIFTS: tuple[tuple[int, int], ...] = ((-1, 0), (1, 0), (0, -1), (0, 1))
 
 
-def build_ensemble(members: Sequence[keras.Model], name: str = "ensemble") -> keras.Model:
-    """One model whose output is the mean of the members' output probabilities.
+def build_ensemble(members: Sequence[keras.Model], name: str = "ensemble",
+                   shifts: Sequence[tuple[int, int]] = ()) -> keras.Model:
+    """One model whose output is the mean of the members' output probabilities, over the image
+    as given and, if `shifts` lists (dy, dx) moves, over those moved views of it too.
 
     Each member becomes a nested sub-model named `m<i>_<its name>`, so members trained from the
     same preset (same layer and model names) can sit side by side.
     """
-    if len(members) < MIN_MEMBERS:
-        raise ConfigError(f"an ensemble needs at least {MIN_MEMBERS} members, got {len(members)}")
+    if len(members) < (1 if shifts else MIN_MEMBERS):
+        raise ConfigError(f"an ensemble needs at least {MIN_MEMBERS} members, got "
+                          f"{len(members)}; to average one model over shifted views, add --tta")
     inputs = keras.Input(data.IMAGE_SHAPE, name="image")
+    views = [inputs, *(Shift(dy, dx, name=f"view_{dy}_{dx}".replace("-", "m"))(inputs)
+                       for dy, dx in shifts)]
     outputs = []
     for i, member in enumerate(members):
         if tuple(member.input_shape[1:]) != data.IMAGE_SHAPE or \
@@ -42,7 +55,7 @@ def build_ensemble(members: Sequence[keras.Model], name: str = "ensemble") -> ke
                               f"{member.output_shape}; every member must map {data.IMAGE_SHAPE} "
                               f"images to {data.NUM_CLASSES} probabilities")
         renamed = keras.Model(member.input, member.output, name=f"m{i}_{member.name}")
-        outputs.append(renamed(inputs))
+        outputs += [renamed(view) for view in views]
     averaged = layers.Average(name="probabilities")(outputs)
     return keras.Model(inputs, averaged, name=name)
 
@@ -53,6 +66,7 @@ def make_ensemble(
     *,
     tag: str | None = None,
     name: str = "ensemble",
+    tta: bool = False,
 ) -> tuple[Path, dict[str, Any]]:
     """Builds, saves and evaluates an ensemble of finished runs in a new run folder.
 
@@ -61,20 +75,21 @@ def make_ensemble(
         results_dir: where the new run folder goes.
         tag: suffix for the folder's name.
         name: the ensemble's name in reports.
+        tta: average over the test-time views of `TTA_SHIFTS` too; then one run will do.
 
     Returns:
         The new run folder and its metrics (as in `metrics.json`).
 
     Raises:
-        ConfigError: fewer than two members, or members validated on different splits (their
-            validation figures would not be comparable, and one may have seen another's
-            validation images in training).
+        ConfigError: fewer than two members (one, with `tta`), or members validated on
+            different splits (their validation figures would not be comparable, and one may
+            have seen another's validation images in training).
         RunError: a member folder or model is missing or cannot be loaded.
     """
     folders = [runs.resolve_run_dir(d) for d in run_dirs]
-    if len(folders) < MIN_MEMBERS:
+    if len(folders) < (1 if tta else MIN_MEMBERS):
         raise ConfigError(f"an ensemble needs at least {MIN_MEMBERS} run folders, got "
-                          f"{len(folders)}")
+                          f"{len(folders)}; to average one run over shifted views, add --tta")
     if len(set(folders)) != len(folders):
         raise ConfigError("the same run folder is listed twice; each member must be a "
                           "different run")
@@ -96,9 +111,11 @@ def make_ensemble(
                       "seed": saved.config.seed,
                       "test_accuracy": metrics.get("test", {}).get("accuracy"),
                       "train_seconds": metrics.get("train_seconds")})
-    model = build_ensemble(members, name=name)
+    shifts = TTA_SHIFTS if tta else ()
+    model = build_ensemble(members, name=name, shifts=shifts)
     run_dir = runs.new_run_dir(results_dir, name, tag)
-    runs.write_config(run_dir, ensemble={"name": name, "members": infos, "data": settings})
+    runs.write_config(run_dir, ensemble={"name": name, "members": infos, "data": settings,
+                                         "tta_shifts": [list(s) for s in shifts]})
     modelfile.save_model(model, run_dir / runs.MODEL)
     # Averaging calibrated members gives an under-confident mean: the ensemble gets its own
     # temperature, fitted on the members' common validation set.

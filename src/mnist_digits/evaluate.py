@@ -103,7 +103,8 @@ def evaluate_run(run_dir: str | os.PathLike, *, splits: data.Splits | None = Non
     if saved.kind == runs.ENSEMBLE:
         members = saved.ensemble["members"]
         header = {"model": saved.name, "family": "ensemble", "members": len(members),
-                  "seed": None, "members_train_seconds": round(sum(
+                  "views": 1 + len(saved.ensemble.get("tta_shifts", [])), "seed": None,
+                  "members_train_seconds": round(sum(
                       m.get("train_seconds") or 0.0 for m in members), 2)}
     else:
         header = {"model": saved.name, "family": models.get_model_spec(saved.name).family,

@@ -1,4 +1,5 @@
-"""Layers of our own that are part of a network (not augmentation): `Deskew`.
+"""Layers of our own that are part of a network (not augmentation): `Deskew`, and `Shift`, the
+whole-pixel move behind test-time views (`ensemble --tta`).
 
 Registered with Keras, so a `.keras` file holding them reloads in safe mode.
 """
@@ -47,3 +48,31 @@ class Deskew(layers.Layer):
 
     def compute_output_shape(self, input_shape: Any) -> Any:
         return input_shape
+
+
+@keras.saving.register_keras_serializable(package="mnist_digits")
+class Shift(layers.Layer):
+    """Moves images `dy` pixels down and `dx` right (negative: up, left), filling the uncovered
+    border with background (0). Pixels moved out of the frame are lost.
+
+    One test-time view: MNIST centres each digit by its centre of mass and rounds to a whole
+    pixel, so a digit one pixel off is as plausible as the one given.
+    """
+
+    def __init__(self, dy: int = 0, dx: int = 0, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.dy, self.dx = int(dy), int(dx)
+
+    def call(self, images):
+        height, width = images.shape[1], images.shape[2]
+        pad = max(abs(self.dy), abs(self.dx))
+        padded = ops.pad(images, [(0, 0), (pad, pad), (pad, pad), (0, 0)])
+        # Output row r reads input row r - dy, which sits at r - dy + pad in `padded`.
+        top, left = pad - self.dy, pad - self.dx
+        return padded[:, top:top + height, left:left + width, :]
+
+    def compute_output_shape(self, input_shape: Any) -> Any:
+        return input_shape
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "dy": self.dy, "dx": self.dx}
