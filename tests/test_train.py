@@ -16,6 +16,7 @@ from PIL import Image
 from mnist_digits import evaluate, predict, runs, train
 from mnist_digits.callbacks import InterruptGuard
 from mnist_digits.config import resolve_config
+from mnist_digits.errors import ConfigError
 
 
 def tiny_config(**overrides):
@@ -105,6 +106,48 @@ def test_evaluate_run_rewrites_the_report(tmp_path, tiny_splits):
     again = evaluate.evaluate_run(run_dir, splits=tiny_splits)
     assert again["test"] == first["test"]
     assert (run_dir / runs.CONFUSION_PLOT).exists()
+
+
+class FirstAndLastWeights(keras.callbacks.Callback):
+    """The model's trainable weights before the first step and after fit's last callback."""
+
+    def on_train_begin(self, logs=None):
+        self.first = [keras.ops.convert_to_numpy(w) for w in self.model.trainable_weights]
+
+    def on_train_end(self, logs=None):
+        self.last = [keras.ops.convert_to_numpy(w) for w in self.model.trainable_weights]
+
+
+def test_weight_averaging_validates_checkpoints_and_keeps_the_average(tmp_path, tiny_splits):
+    """With a slow average (momentum 0.999 over a few dozen steps) the averaged weights stay
+    near where the first step put them (Keras starts the average there), far from where the raw
+    weights went; validation sees the average."""
+    moved, val_loss = {}, {}
+    for ema in (0.0, 0.999):
+        config = tiny_config(epochs=3, batch_size=4, learning_rate=3e-3, ema_momentum=ema)
+        run_dir = runs.new_run_dir(tmp_path, "mlp_small", f"ema{ema}")
+        weights = FirstAndLastWeights()
+        metrics = train.train(config, run_dir, splits=tiny_splits, callbacks=[weights])
+        moved[ema] = sum(float(np.abs(a - b).sum()) for a, b in
+                         zip(weights.first, weights.last, strict=True))
+        history = runs.read_history(run_dir)
+        val_loss[ema] = history["val_loss"][-1]
+        # The saved model is the checkpoint of the best validated epoch: the same weights.
+        best = int(np.argmin(history["val_loss"]))
+        assert metrics["val"]["accuracy"] == pytest.approx(history["val_accuracy"][best])
+        assert json.loads((run_dir / runs.CONFIG).read_text())["config"]["ema_momentum"] == ema
+        assert metrics["epochs_run"] == 3
+    assert 0 < moved[0.999] < 0.35 * moved[0.0]
+    # An average of barely trained weights validates worse than the trained ones.
+    assert val_loss[0.999] > val_loss[0.0] + 0.1
+
+
+def test_ema_momentum_must_be_below_one():
+    with pytest.raises(ConfigError, match="ema_momentum"):
+        tiny_config(ema_momentum=1.0)
+    optimizer = train.make_optimizer(tiny_config(ema_momentum=0.99), steps_per_epoch=10)
+    assert optimizer.use_ema and optimizer.ema_momentum == pytest.approx(0.99)
+    assert not train.make_optimizer(tiny_config(), steps_per_epoch=10).use_ema
 
 
 OPTIMIZER_CLASSES = {"adam": keras.optimizers.Adam, "adamw": keras.optimizers.AdamW,

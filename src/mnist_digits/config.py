@@ -130,6 +130,10 @@ class TrainConfig:
                                             "be fractional)")
     weight_decay: float = _field(0.0, help="decoupled weight decay (adamw only)")
     label_smoothing: float = _field(0.0, help="label smoothing of the cross-entropy, in [0, 1)")
+    ema_momentum: float = _field(
+        0.0, flags=("--ema",), metavar="M",
+        help="weight averaging: keep an exponential moving average of the weights with this "
+             "momentum (e.g. 0.999), and validate, checkpoint and save it; 0 disables")
     augment: Mapping[str, Any] = _field(
         factory=dict, metavar="POLICY",
         help=f"training augmentation: {', '.join(AUGMENT_POLICIES)}, or key=value pairs of "
@@ -176,6 +180,9 @@ class TrainConfig:
             raise ConfigError(f"weight_decay must be >= 0, got {self.weight_decay}")
         if not 0 <= self.label_smoothing < 1:
             raise ConfigError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
+        if not 0 <= self.ema_momentum < 1:
+            raise ConfigError(f"ema_momentum must be in [0, 1) (0 disables it), got "
+                              f"{self.ema_momentum}")
         if self.early_stopping_patience < 0:
             raise ConfigError("early_stopping_patience must be >= 0 (0 disables it), got "
                               f"{self.early_stopping_patience}")

@@ -60,13 +60,16 @@ def make_optimizer(config: TrainConfig, steps_per_epoch: int) -> keras.optimizer
         lr = keras.optimizers.schedules.CosineDecay(
             0.0, decay_steps=max(total - warmup, 1), warmup_target=config.learning_rate,
             warmup_steps=warmup)
+    # Keras updates the average after every step; SwapEMAWeights (in _fit) puts it in the model.
+    ema: dict[str, Any] = {"use_ema": True, "ema_momentum": config.ema_momentum} \
+        if config.ema_momentum else {}
     if config.optimizer == "adam":
-        return keras.optimizers.Adam(lr)
+        return keras.optimizers.Adam(lr, **ema)
     if config.optimizer == "adamw":
-        return keras.optimizers.AdamW(lr, weight_decay=config.weight_decay)
+        return keras.optimizers.AdamW(lr, weight_decay=config.weight_decay, **ema)
     if config.optimizer == "sgd":
-        return keras.optimizers.SGD(lr, momentum=0.9, nesterov=True)
-    return keras.optimizers.RMSprop(lr)
+        return keras.optimizers.SGD(lr, momentum=0.9, nesterov=True, **ema)
+    return keras.optimizers.RMSprop(lr, **ema)
 
 
 # A run folder holds model.keras (+ backups) of at most a few MB for the presets, plots, logs.
@@ -261,8 +264,14 @@ def _fit(config: TrainConfig, run_dir: Path, x_train: np.ndarray, y_train: np.nd
         # Last, so an epoch that ends after a Ctrl-C is still logged and backed up.
         guard,
     ]
+    if config.ema_momentum:
+        # Swaps the averaged weights in for validation and at each epoch's end, before the
+        # checkpoint, backup and early stopping see the model, and leaves them in after the last
+        # epoch. Batch-norm statistics stay those of the raw weights, which is close enough once
+        # the learning rate has decayed. A resumed run goes on from the averaged weights.
+        all_callbacks.insert(1, keras.callbacks.SwapEMAWeights(swap_on_epoch=True))
     if config.early_stopping_patience:
-        all_callbacks.insert(3, keras.callbacks.EarlyStopping(
+        all_callbacks.insert(4 if config.ema_momentum else 3, keras.callbacks.EarlyStopping(
             monitor="val_loss", patience=config.early_stopping_patience,
             restore_best_weights=True))
     runs.write_json(run_dir / runs.STATUS, {"state": "training", "resume_with":
