@@ -142,6 +142,45 @@ def test_weight_averaging_validates_checkpoints_and_keeps_the_average(tmp_path, 
     assert val_loss[0.999] > val_loss[0.0] + 0.1
 
 
+class RawAndAveragedWeights(keras.callbacks.Callback):
+    """At each epoch's start, the weights in the model (the raw ones); at its end, the model's
+    (the average, swapped in) and the optimizer's average slots (the raw ones, swapped out)."""
+
+    def __init__(self):
+        super().__init__()
+        self.begin, self.end_averaged, self.end_raw = {}, {}, {}
+
+    @staticmethod
+    def _values(variables):
+        return [keras.ops.convert_to_numpy(v) for v in variables]
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.begin[epoch] = self._values(self.model.trainable_weights)
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.end_averaged[epoch] = self._values(self.model.trainable_weights)
+        self.end_raw[epoch] = self._values(self.model.optimizer._model_variables_moving_average)
+
+
+def test_a_resumed_run_with_weight_averaging_trains_on_from_the_raw_weights(tmp_path,
+                                                                           tiny_splits):
+    config = tiny_config(epochs=3, batch_size=8, ema_momentum=0.99)
+    run_dir = runs.new_run_dir(tmp_path, "mlp_small")
+    first = RawAndAveragedWeights()
+    with pytest.raises(KeyboardInterrupt):
+        train.train(config, run_dir, splits=tiny_splits, callbacks=[first, Interrupt()])
+    resumed = RawAndAveragedWeights()
+    metrics = train.train(config, run_dir, splits=tiny_splits, resume=True, callbacks=[resumed])
+    assert list(resumed.begin) == [1, 2] and metrics["epochs_run"] == 3
+    # The average and the raw weights differ, so the check below can tell which one epoch 1
+    # starts from: the raw weights epoch 0 ended with, as it did before the interruption.
+    assert max(np.abs(a - r).max() for a, r in
+               zip(first.end_averaged[0], first.end_raw[0], strict=True)) > 1e-3
+    for start in (first.begin[1], resumed.begin[1]):
+        for got, raw in zip(start, first.end_raw[0], strict=True):
+            np.testing.assert_allclose(got, raw, atol=1e-6)
+
+
 def test_ema_momentum_must_be_below_one():
     with pytest.raises(ConfigError, match="ema_momentum"):
         tiny_config(ema_momentum=1.0)

@@ -1,5 +1,6 @@
 """Training callbacks of our own: epoch timing, the atomic best-model checkpoint, TensorBoard
-scalars written without TensorFlow, and a Ctrl-C that cannot be lost.
+scalars written without TensorFlow, a Ctrl-C that cannot be lost, and weight averaging that
+survives a resume.
 
 Keras's TensorBoard callback writes through `tf.summary`, so it needs TensorFlow whatever the
 backend; `ScalarLogger` writes the same event files (`train/` and `validation/` folders, tags
@@ -113,6 +114,30 @@ class ScalarLogger(keras.callbacks.Callback):
         for handle, _ in self._files.values():
             handle.close()
         self._files = {}
+
+
+class SwapEMAWeights(keras.callbacks.SwapEMAWeights):
+    """Keras's swap of the averaged weights (`use_ema`) in for validation and at each epoch's end,
+    made right for a resumed run.
+
+    A backup taken at an epoch's end holds the averaged weights in the model and the raw ones in
+    the optimizer's average slots. Keras's callback assumes a fresh start, so a resumed run would
+    train on from the average, with the raw weights as its average. Here, a run whose optimizer
+    has already taken steps when its first epoch begins was restored from such a backup, and the
+    two are swapped back first.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(swap_on_epoch=True)
+
+    def on_train_begin(self, logs=None) -> None:
+        self._first_epoch = True
+
+    def on_epoch_begin(self, epoch, logs=None) -> None:
+        if self._first_epoch:
+            self._first_epoch = False
+            self._ema_weights_in_model = int(self.model.optimizer.iterations) > 0
+        super().on_epoch_begin(epoch, logs)
 
 
 class InterruptGuard(keras.callbacks.Callback):

@@ -40,7 +40,13 @@ from mnist_digits import (
     predict,
     runs,
 )
-from mnist_digits.callbacks import BestModelSaver, EpochTimer, InterruptGuard, ScalarLogger
+from mnist_digits.callbacks import (
+    BestModelSaver,
+    EpochTimer,
+    InterruptGuard,
+    ScalarLogger,
+    SwapEMAWeights,
+)
 from mnist_digits.config import TrainConfig, split_settings
 from mnist_digits.errors import ConfigError, RunError
 
@@ -268,8 +274,8 @@ def _fit(config: TrainConfig, run_dir: Path, x_train: np.ndarray, y_train: np.nd
         # Swaps the averaged weights in for validation and at each epoch's end, before the
         # checkpoint, backup and early stopping see the model, and leaves them in after the last
         # epoch. Batch-norm statistics stay those of the raw weights, which is close enough once
-        # the learning rate has decayed. A resumed run goes on from the averaged weights.
-        all_callbacks.insert(1, keras.callbacks.SwapEMAWeights(swap_on_epoch=True))
+        # the learning rate has decayed.
+        all_callbacks.insert(1, SwapEMAWeights())
     if config.early_stopping_patience:
         all_callbacks.insert(4 if config.ema_momentum else 3, keras.callbacks.EarlyStopping(
             monitor="val_loss", patience=config.early_stopping_patience,
