@@ -134,6 +134,8 @@ class SwapEMAWeights(keras.callbacks.SwapEMAWeights):
         self._first_epoch = True
 
     def on_epoch_begin(self, epoch, logs=None) -> None:
+        # Not in on_train_begin: BackupAndRestore restores there, after this callback's turn.
+        # `_ema_weights_in_model` is the parent's record of which weights the model holds.
         if self._first_epoch:
             self._first_epoch = False
             self._ema_weights_in_model = int(self.model.optimizer.iterations) > 0

@@ -33,6 +33,13 @@ MIN_MEMBERS = 2
 TTA_SHIFTS: tuple[tuple[int, int], ...] = ((-1, 0), (1, 0), (0, -1), (0, 1))
 
 
+def _check_count(count: int, views: bool, what: str) -> None:
+    """Raises ConfigError unless there are enough members: two, or one averaged over views."""
+    if count < (1 if views else MIN_MEMBERS):
+        raise ConfigError(f"an ensemble needs at least {MIN_MEMBERS} {what}, got {count}; to "
+                          f"average one model over shifted views, add --tta")
+
+
 def build_ensemble(members: Sequence[keras.Model], name: str = "ensemble",
                    shifts: Sequence[tuple[int, int]] = ()) -> keras.Model:
     """One model whose output is the mean of the members' output probabilities, over the image
@@ -41,9 +48,7 @@ def build_ensemble(members: Sequence[keras.Model], name: str = "ensemble",
     Each member becomes a nested sub-model named `m<i>_<its name>`, so members trained from the
     same preset (same layer and model names) can sit side by side.
     """
-    if len(members) < (1 if shifts else MIN_MEMBERS):
-        raise ConfigError(f"an ensemble needs at least {MIN_MEMBERS} members, got "
-                          f"{len(members)}; to average one model over shifted views, add --tta")
+    _check_count(len(members), bool(shifts), "members")
     inputs = keras.Input(data.IMAGE_SHAPE, name="image")
     views = [inputs, *(Shift(dy, dx, name=f"view_{dy}_{dx}".replace("-", "m"))(inputs)
                        for dy, dx in shifts)]
@@ -87,9 +92,8 @@ def make_ensemble(
         RunError: a member folder or model is missing or cannot be loaded.
     """
     folders = [runs.resolve_run_dir(d) for d in run_dirs]
-    if len(folders) < (1 if tta else MIN_MEMBERS):
-        raise ConfigError(f"an ensemble needs at least {MIN_MEMBERS} run folders, got "
-                          f"{len(folders)}; to average one run over shifted views, add --tta")
+    # Checked before any member is loaded; build_ensemble checks again for direct callers.
+    _check_count(len(folders), tta, "run folders")
     if len(set(folders)) != len(folders):
         raise ConfigError("the same run folder is listed twice; each member must be a "
                           "different run")

@@ -258,10 +258,19 @@ def _fit(config: TrainConfig, run_dir: Path, x_train: np.ndarray, y_train: np.nd
     guard = InterruptGuard()
     all_callbacks: list[keras.callbacks.Callback] = [
         EpochTimer(),
+        # Swaps the averaged weights in for validation and at each epoch's end, before the
+        # checkpoint, backup and early stopping see the model, and leaves them in after the last
+        # epoch. Batch-norm statistics stay those of the raw weights, which is close enough once
+        # the learning rate has decayed.
+        *([SwapEMAWeights()] if config.ema_momentum else []),
         keras.callbacks.CSVLogger(str(history_path), append=resume),
         # On resume the checkpoint must not forget the best loss so far, or the first resumed
         # epoch would overwrite a better model.keras.
         BestModelSaver(run_dir / runs.MODEL, best=best_so_far),
+        *([keras.callbacks.EarlyStopping(monitor="val_loss",
+                                         patience=config.early_stopping_patience,
+                                         restore_best_weights=True)]
+          if config.early_stopping_patience else []),
         ScalarLogger(run_dir / runs.TENSORBOARD),
         # double_checkpoint keeps the previous backup too, for a kill during the backup itself.
         keras.callbacks.BackupAndRestore(str(run_dir / runs.BACKUP), delete_checkpoint=True,
@@ -270,16 +279,6 @@ def _fit(config: TrainConfig, run_dir: Path, x_train: np.ndarray, y_train: np.nd
         # Last, so an epoch that ends after a Ctrl-C is still logged and backed up.
         guard,
     ]
-    if config.ema_momentum:
-        # Swaps the averaged weights in for validation and at each epoch's end, before the
-        # checkpoint, backup and early stopping see the model, and leaves them in after the last
-        # epoch. Batch-norm statistics stay those of the raw weights, which is close enough once
-        # the learning rate has decayed.
-        all_callbacks.insert(1, SwapEMAWeights())
-    if config.early_stopping_patience:
-        all_callbacks.insert(4 if config.ema_momentum else 3, keras.callbacks.EarlyStopping(
-            monitor="val_loss", patience=config.early_stopping_patience,
-            restore_best_weights=True))
     runs.write_json(run_dir / runs.STATUS, {"state": "training", "resume_with":
                                             f"mnist-digits train --resume {run_dir}"})
     log.info("training %s (%d trainable parameters) for up to %d epochs in %s", config.model,
