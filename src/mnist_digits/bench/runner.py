@@ -5,7 +5,8 @@ Sections (run all, in this order, or one with `--only NAME`):
   against our fast presets, 3 seeds each, on the same split and machine: training time, test
   accuracy (mean ± std), the time ratio, peak memory; and the augmentation pipeline's throughput
   next to the training throughput, to show it is not the bottleneck.
-- `ablation`: each recipe choice of the fast presets undone in turn (one seed): does it pay?
+- `ablation`: each recipe choice of the fast presets undone in turn, and a cheaper `cnn_fast`
+  (one seed): does it pay?
 - `best`: the best-accuracy preset over 5 seeds, and the 5 averaged by `ensemble`.
 - `calibration`: every preset's calibration error before and after temperature scaling.
 - `realworld`: the `predict` path on synthetic user-style images of MNIST test digits (see
