@@ -144,8 +144,7 @@ def test_every_flag_given_lands_in_the_config(tmp_path):
     values = {"epochs": "2", "batch-size": "64", "optimizer": "sgd", "lr": "0.01",
               "lr-schedule": "cosine", "warmup-epochs": "0.5", "weight-decay": "0.001",
               "label-smoothing": "0.1", "ema": "0.999", "patience": "2", "val-size": "500",
-              "seed": "7",
-              "data-dir": str(tmp_path), "limit": "300", "outliers": "0.2"}
+              "seed": "7", "data-dir": str(tmp_path), "limit": "300", "outliers": "0.2"}
     argv = ["train", "--model", "mlp_small", "--option", "dropout=0.3", "--augment", "light"]
     for flag, value in values.items():
         argv += [f"--{flag}", value]

@@ -361,16 +361,16 @@ def best_markdown(r: dict[str, Any]) -> list[str]:
     e, t = r["ensemble"], r.get("tta")  # results from before test-time shifts lack "tta"
     rows = [f"| ensemble of those {e['members']} (`mnist-digits ensemble`) | – | "
             f"**{100 * e['test_accuracy']:.2f}** ({e['num_errors']} errors) | – | – |"]
-    if t is None:
-        return ["## Best accuracy (`best`)", "", *_preset_lines(r, *rows)]
-    et = r["ensemble_tta"]
-    rows += [f"| each of those with test-time shifts, {t['views']} views "
-             f"(`ensemble --tta RUN`) | {len(t['runs'])} | {_pct(t)} | – | – |",
-             f"| the ensemble with test-time shifts (`ensemble --tta`) | – | "
-             f"**{100 * et['test_accuracy']:.2f}** ({et['num_errors']} errors) | – | – |"]
-    return ["## Best accuracy (`best`)", "", *_preset_lines(r, *rows),
-            "With test-time shifts: " + ", ".join(
-                f"{100 * x['test_accuracy']:.2f}%" for x in t["runs"]), ""]
+    tail: list[str] = []
+    if t is not None:
+        et = r["ensemble_tta"]
+        rows += [f"| each of those with test-time shifts, {t['views']} views "
+                 f"(`ensemble --tta RUN`) | {len(t['runs'])} | {_pct(t)} | – | – |",
+                 f"| the ensemble with test-time shifts (`ensemble --tta`) | – | "
+                 f"**{100 * et['test_accuracy']:.2f}** ({et['num_errors']} errors) | – | – |"]
+        tail = ["With test-time shifts: " + ", ".join(
+            f"{100 * x['test_accuracy']:.2f}%" for x in t["runs"]), ""]
+    return ["## Best accuracy (`best`)", "", *_preset_lines(r, *rows), *tail]
 
 
 def feedforward_markdown(r: dict[str, Any]) -> list[str]:
