@@ -55,12 +55,13 @@ def test_ablation_best_and_calibration_sections(quick):
     best = sections["best"]
     assert best["seeds"] == 2 and 0 <= best["ensemble"]["test_accuracy"] <= 1
     assert "ensemble of those 2" in quick[2]
-    # The same runs, averaged over test-time shifts: one model each, then all together.
+    # The same runs, averaged over test-time views: one model each, then all together.
     assert [t["members"] for t in best["tta"]["runs"]] == [1, 1]
-    assert best["tta"]["views"] == best["ensemble_tta"]["views"] == 5
+    assert best["tta"]["views"] == best["ensemble_tta"]["views"] == 3
     assert best["ensemble_tta"]["members"] == 2 and best["ensemble"]["views"] == 1
     assert 0 <= best["tta"]["test_accuracy_mean"] <= 1
-    assert "the ensemble with test-time shifts" in quick[2]
+    assert "the ensemble with test-time views" in quick[2]
+    assert "(first 2 seeds: " in quick[2]
     feedforward = sections["feedforward"]
     assert feedforward["preset"] == training_bench.FEEDFORWARD_PRESET == "mlp_elastic"
     assert feedforward["seeds"] == 1 and 0 <= feedforward["test_accuracy_mean"] <= 1

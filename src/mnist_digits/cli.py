@@ -277,9 +277,8 @@ def build_parser() -> argparse.ArgumentParser:
                  "Averages the probabilities of finished runs (trained on the same split) in "
                  "one model, calibrates it, saves it as a new run and evaluates it like any run. "
                  "With --models, trains the members first (each model with seeds 0..N-1), on a "
-                 "cluster with --cluster. With --tta, it also averages over each image moved "
-                 "one pixel up, down, left and right (5 forward passes per image); then one run "
-                 "will do.",
+                 "cluster with --cluster. With --tta, it also averages over each image turned 4 "
+                 "degrees either way (3 forward passes per image); then one run will do.",
                  ["ensemble results/*-cnn_best-s0 results/*-cnn_best-s1 results/*-cnn_best-s2",
                   "ensemble --tta results/latest",
                   "ensemble --models cnn_best --seeds 5 --cluster ray",
@@ -291,7 +290,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --models: seeds 0..N-1 of each (default 3)")
     p.add_argument("--name", default="ensemble", help="name in reports (default: ensemble)")
     p.add_argument("--tta", action="store_true",
-                   help="test-time augmentation: average over one-pixel moves of each image too")
+                   help="test-time augmentation: average over each image turned +-4 degrees too")
     p.add_argument("--tag", help="suffix for the run folder's name")
     _add_training_flags(p, exclude=("model", "seed"))
     _add_cluster_flags(p, "members' trainings")

@@ -102,8 +102,10 @@ def evaluate_run(run_dir: str | os.PathLike, *, splits: data.Splits | None = Non
     saved = runs.read_config(run_dir)
     if saved.kind == runs.ENSEMBLE:
         members = saved.ensemble["members"]
+        # Ensembles saved before the turned views recorded their one-pixel moves instead.
+        views = saved.ensemble.get("tta_rotations", saved.ensemble.get("tta_shifts", []))
         header = {"model": saved.name, "family": "ensemble", "members": len(members),
-                  "views": 1 + len(saved.ensemble.get("tta_shifts", [])), "seed": None,
+                  "views": 1 + len(views), "seed": None,
                   "members_train_seconds": round(sum(
                       m.get("train_seconds") or 0.0 for m in members), 2)}
     else:

@@ -256,7 +256,7 @@ def _averaged(ctx: Context, run_dirs: list[str], name: str, *, tta: bool,
 
 def section_best(ctx: Context) -> dict[str, Any]:
     """The best-accuracy preset over `BEST_SEEDS` seeds and their ensemble, each also with
-    test-time shifts (`ensemble --tta`), which the goals count apart."""
+    test-time views (`ensemble --tta`), which the goals count apart."""
     from mnist_digits import models
     from mnist_digits.compare import mean_std
 
@@ -358,18 +358,21 @@ def _preset_lines(r: dict[str, Any], *more_rows: str) -> list[str]:
 
 def best_markdown(r: dict[str, Any]) -> list[str]:
     """The `best` section as Markdown."""
-    e, t = r["ensemble"], r.get("tta")  # results from before test-time shifts lack "tta"
+    e, t = r["ensemble"], r.get("tta")  # results from before test-time views lack "tta"
     rows = [f"| ensemble of those {e['members']} (`mnist-digits ensemble`) | – | "
             f"**{100 * e['test_accuracy']:.2f}** ({e['num_errors']} errors) | – | – |"]
     tail: list[str] = []
     if t is not None:
         et = r["ensemble_tta"]
-        rows += [f"| each of those with test-time shifts, {t['views']} views "
+        rows += [f"| each of those with test-time views, {t['views']} views "
                  f"(`ensemble --tta RUN`) | {len(t['runs'])} | {_pct(t)} | – | – |",
-                 f"| the ensemble with test-time shifts (`ensemble --tta`) | – | "
+                 f"| the ensemble with test-time views (`ensemble --tta`) | – | "
                  f"**{100 * et['test_accuracy']:.2f}** ({et['num_errors']} errors) | – | – |"]
-        tail = ["With test-time shifts: " + ", ".join(
-            f"{100 * x['test_accuracy']:.2f}%" for x in t["runs"]), ""]
+        # The goals ask for a 3-seed mean; the bench runs more seeds, so it says both.
+        first = [x["test_accuracy"] for x in t["runs"][:3]]
+        tail = ["With test-time views: " + ", ".join(
+            f"{100 * x['test_accuracy']:.2f}%" for x in t["runs"])
+                + f" (first {len(first)} seeds: {100 * sum(first) / len(first):.3f}%)", ""]
     return ["## Best accuracy (`best`)", "", *_preset_lines(r, *rows), *tail]
 
 
