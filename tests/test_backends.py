@@ -1,5 +1,5 @@
-"""Every Keras backend: training, resume, determinism, the report, compiled inference, model
-files that cross backends, and no TensorFlow where it is not the backend.
+"""Every Keras backend: training, resume, determinism, the report, compiled inference and
+test-time views, model files that cross backends, and no TensorFlow where it is not the backend.
 
 Keras picks its backend once per process, so each backend runs `helpers/backend_probe.py` in a
 process of its own (once, for the whole module) and the tests read what it wrote.
@@ -82,6 +82,11 @@ def test_each_backend_is_deterministic(probes, name):
 @pytest.mark.parametrize("name", backend.BACKENDS)
 def test_compiled_inference_matches_the_eager_call(probes, name):
     assert probes[name]["compiled_vs_eager"] <= 1e-5
+
+
+@pytest.mark.parametrize("name", backend.BACKENDS)
+def test_test_time_views_turn_the_image_on_every_backend(probes, name):
+    assert probes[name]["tta_vs_scipy"] <= 1e-5
 
 
 @pytest.mark.parametrize("name", ["jax", "torch"])

@@ -101,10 +101,12 @@ class Rotate(layers.Layer):
         cx, cy = (width - 1) / 2, (height - 1) / 2
         # Output pixel (x, y) reads the input at R (out - c) + c, R turning by +angle; with y
         # pointing down, that turns the picture counter-clockwise on screen, as scipy's rotate.
-        transform = ops.convert_to_tensor(
+        row = ops.convert_to_tensor(
             [[cos, -sin, cx - cos * cx + sin * cy, sin, cos, cy - sin * cx - cos * cy, 0.0, 0.0]],
             dtype=images.dtype)
-        transform = ops.repeat(transform, ops.shape(images)[0], axis=0)
+        # One row per image, in memory of its own: torch's affine_transform writes into it, and
+        # refuses a repeated or broadcast view.
+        transform = ops.ones((ops.shape(images)[0], 1), dtype=images.dtype) * row
         return ops.image.affine_transform(images, transform, interpolation="bilinear",
                                           fill_mode="constant", fill_value=0.0)
 

@@ -5,6 +5,7 @@ Without model files it trains on BACKEND (tiny, real MNIST) and writes `OUT_DIR/
 - a run interrupted after its first epoch and resumed, with its full report;
 - the same config trained twice more (determinism);
 - the saved model's predictions on fixed images, through the compiled forward and eagerly;
+- the same model averaged over test-time views, against views turned by SciPy;
 - whether TensorFlow was imported.
 With model files it loads each (saved by any backend) and writes their predictions on the same
 images to `OUT_DIR/loaded.json`.
@@ -42,8 +43,9 @@ def images() -> np.ndarray:
 
 def train_and_check(out: Path) -> dict:
     import keras
+    import scipy.ndimage
 
-    from mnist_digits import data, predict, runs, train
+    from mnist_digits import data, ensemble, predict, runs, train
     from mnist_digits.config import resolve_config
 
     splits = data.load_splits(val_size=300, limit=600)
@@ -71,6 +73,15 @@ def train_and_check(out: Path) -> dict:
     x = images()
     compiled = predict.predict_proba(model, x)
     eager = keras.ops.convert_to_numpy(model(x, training=False))
+    # Test-time views through this backend's compiled forward pass, against the model on views
+    # turned by SciPy (ink kept off the border, where the two fill the outside differently).
+    inner = np.zeros_like(x)
+    inner[:, 3:-3, 3:-3] = x[:, 3:-3, 3:-3]
+    tta = ensemble.build_ensemble([model], rotations=ensemble.TTA_ROTATIONS)
+    turned = [inner, *(scipy.ndimage.rotate(inner, degrees, axes=(1, 2), reshape=False, order=1)
+                       for degrees in ensemble.TTA_ROTATIONS)]
+    expected = np.mean([predict.predict_proba(model, view) for view in turned], axis=0)
+    tta_error = float(np.max(np.abs(predict.predict_proba(tta, inner) - expected)))
     return {
         "backend": keras.backend.backend(),
         "status_after_interrupt": status_after_interrupt,
@@ -81,6 +92,7 @@ def train_and_check(out: Path) -> dict:
         "model_file": str(second_dir / runs.MODEL),
         "predictions": compiled.tolist(),
         "compiled_vs_eager": float(np.max(np.abs(compiled - eager))),
+        "tta_vs_scipy": tta_error,
         "augmented_accuracy": augmented["test"]["accuracy"],
     }
 
