@@ -7,8 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import scipy.ndimage
-from helpers import one_line_error
+from helpers import one_line_error, random_inner_ink, turned
 
 from mnist_digits import calibrate, ensemble, predict, runs, train
 from mnist_digits.cli import main
@@ -65,11 +64,6 @@ def test_ensemble_saves_loads_and_averages_its_members(member_runs, tmp_path, ca
     assert [m["run_dir"] for m in saved["members"]] == [str(d.resolve()) for d in member_runs]
 
 
-def turned(x: np.ndarray, degrees: float) -> np.ndarray:
-    """x turned counter-clockwise about its centre over a blank border, in SciPy."""
-    return scipy.ndimage.rotate(x, degrees, axes=(1, 2), reshape=False, order=1)
-
-
 def test_one_run_with_tta_averages_it_over_three_views(member_runs, tmp_path, capsys):
     assert main(["ensemble", "--tta", str(member_runs[2]), "--results-dir", str(tmp_path),
                  "--name", "tta"]) == 0
@@ -79,9 +73,7 @@ def test_one_run_with_tta_averages_it_over_three_views(member_runs, tmp_path, ca
     metrics = json.loads((run_dir / runs.METRICS).read_text())
     assert metrics["members"] == 1 and metrics["views"] == 3
 
-    # Ink away from the border, where SciPy and Keras fill the outside alike.
-    x = np.zeros((32, 28, 28, 1), np.float32)
-    x[:, 4:24, 4:24] = np.random.default_rng(1).random((32, 20, 20, 1))
+    x = random_inner_ink(32, seed=1)
     member = predict.load_model(member_runs[2])
     views = [x, *(turned(x, degrees) for degrees in ensemble.TTA_ROTATIONS)]
     expected = np.mean([predict.predict_proba(member, v) for v in views], axis=0)

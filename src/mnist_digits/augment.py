@@ -31,6 +31,8 @@ import keras
 import numpy as np
 from keras import layers, ops
 
+from mnist_digits.layers import warp
+
 # Simard et al.'s smoothness of the elastic field, when a policy gives `elastic` alone.
 ELASTIC_SIGMA = 4.0
 
@@ -83,8 +85,7 @@ class RandomAffine(layers.Layer):
         b2 = cy - b0 * cx - b1 * cy - dy
         zeros = ops.zeros_like(a0)
         transform = ops.stack([a0, a1, a2, b0, b1, b2, zeros, zeros], axis=1)
-        return ops.image.affine_transform(images, transform, interpolation="bilinear",
-                                          fill_mode="constant", fill_value=0.0)
+        return warp(images, transform)
 
     def compute_output_shape(self, input_shape):
         return input_shape

@@ -14,6 +14,14 @@ import keras
 from keras import layers, ops
 
 
+def warp(images, transform):
+    """`images` resampled through one affine `transform` row per image (Keras's 8-number form,
+    mapping each output pixel to the input point it reads), bilinearly, with background (0)
+    wherever that point falls outside the frame."""
+    return ops.image.affine_transform(images, transform, interpolation="bilinear",
+                                      fill_mode="constant", fill_value=0.0)
+
+
 @keras.saving.register_keras_serializable(package="mnist_digits")
 class Deskew(layers.Layer):
     """Straightens each digit's slant and centres its mass, as the MNIST literature does for
@@ -45,8 +53,7 @@ class Deskew(layers.Layer):
         # the shear, and the centre of mass moved to the centre.
         transform = ops.stack([one, alpha, cx - alpha * (height - 1) / 2 - (width - 1) / 2,
                                zero, one, cy - (height - 1) / 2, zero, zero], axis=1)
-        return ops.image.affine_transform(images, transform, interpolation="bilinear",
-                                          fill_mode="constant", fill_value=0.0)
+        return warp(images, transform)
 
     def compute_output_shape(self, input_shape: Any) -> Any:
         return input_shape
@@ -107,8 +114,7 @@ class Rotate(layers.Layer):
         # One row per image, in memory of its own: torch's affine_transform writes into it, and
         # refuses a repeated or broadcast view.
         transform = ops.ones((ops.shape(images)[0], 1), dtype=images.dtype) * row
-        return ops.image.affine_transform(images, transform, interpolation="bilinear",
-                                          fill_mode="constant", fill_value=0.0)
+        return warp(images, transform)
 
     def compute_output_shape(self, input_shape: Any) -> Any:
         return input_shape

@@ -8,11 +8,15 @@ import sys
 import time
 from collections.abc import Callable
 
+import numpy as np
+import scipy.ndimage
+
 # A PNG whose header claims a huge image: the bench's load test sends it too, so it has one
 # definition, in the bench package (test tooling, never imported by the product).
 from mnist_digits.bench.loadtest import free_port, png_header_only
 
-__all__ = ["free_port", "interrupt_when", "one_line_error", "png_header_only", "run_cli"]
+__all__ = ["free_port", "interrupt_when", "one_line_error", "png_header_only", "random_inner_ink",
+           "run_cli", "turned"]
 
 ERROR_PREFIX = "mnist-digits"
 
@@ -59,3 +63,16 @@ def interrupt_when(proc: subprocess.Popen, ready: Callable[[], bool], timeout: f
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+def random_inner_ink(n: int, seed: int) -> np.ndarray:
+    """n random 28x28 images with ink only 4 or more pixels from the border, where SciPy and
+    Keras fill the outside of a turned image alike."""
+    x = np.zeros((n, 28, 28, 1), np.float32)
+    x[:, 4:24, 4:24] = np.random.default_rng(seed).random((n, 20, 20, 1))
+    return x
+
+
+def turned(x: np.ndarray, degrees: float) -> np.ndarray:
+    """x turned counter-clockwise about its centre over a blank border, in SciPy."""
+    return scipy.ndimage.rotate(x, degrees, axes=(1, 2), reshape=False, order=1)
