@@ -385,15 +385,31 @@ _CNN_BEST_NETWORK = {"stages": ((32,), (64,)), "kernel_size": 3, "first_kernel_s
                      "dropout": 0.25, "feature_dropout": 0.0}
 
 
+_CNN_BEST_RECIPE = {"epochs": 40, "batch_size": 128, "learning_rate": 3e-3,
+                    "lr_schedule": "warmup_cosine", "warmup_epochs": 1.0, "label_smoothing": 0.1,
+                    "augment": {"rotation": 10.0, "shift": 2.0, "zoom": 0.1, "squish": 0.1}}
+
+
 @register_model(
     "cnn",
     description="Best single CNN: conv32@5x5-pool-conv64-pool-dense256(BN), augmentation, "
                 "40 epochs.",
-    epochs=40, batch_size=128, learning_rate=3e-3, lr_schedule="warmup_cosine",
-    warmup_epochs=1.0, label_smoothing=0.1,
-    augment={"rotation": 10.0, "shift": 2.0, "zoom": 0.1, "squish": 0.1})
+    **_CNN_BEST_RECIPE)
 def cnn_best(**options: Any) -> keras.Model:
     return build_cnn("cnn_best", **{**_CNN_BEST_NETWORK, **options})
+
+
+# cnn_best's recipe on a network twice as wide (64 and 128 filters): an ensemble member that errs
+# on other digits than cnn_best. Searched on an H100 (JAX, 40 epochs, seeds 0-1): 99.73% and
+# 99.69% alone, where cnn_best measured 99.64-99.71%; with cnn_best runs it cut the five-member
+# ensemble's errors by a few. On 2 CPU cores an epoch takes about twice cnn_best's (20 s vs 10 s).
+@register_model(
+    "cnn",
+    description="Wide CNN conv64@5x5-pool-conv128-pool-dense256(BN): cnn_best's recipe, a "
+                "diverse ensemble member.",
+    **_CNN_BEST_RECIPE)
+def cnn_wide(**options: Any) -> keras.Model:
+    return build_cnn("cnn_wide", **{**_CNN_BEST_NETWORK, "stages": ((64,), (128,)), **options})
 
 
 # The packaged reading model: cnn_best's network and augmentation, plus
