@@ -183,3 +183,20 @@ def test_backends_section_trains_and_infers_on_every_backend(quick):
     cache = section["backends"]["jax"]["compile_cache"]
     assert cache["cold_first_epoch_seconds"] > 0 and cache["warm_first_epoch_seconds"] > 0
     assert "## Backends (`backends`)" in quick[2]
+
+
+def test_backends_jobs_log_their_figures_as_they_end(monkeypatch, caplog, tmp_path):
+    # A cut-off section writes no files; its log must still hold every finished job's figures.
+    from mnist_digits.bench import backends, context
+
+    def fake_child(fn, name, seed, *args):
+        return {"seed": seed, "epoch_seconds": [9.7, 0.29], "train_seconds": 10.4,
+                "test_accuracy": 0.9927, "batched_images_per_second": 192878.4,
+                "single_image_ms_median": 1.114}
+
+    monkeypatch.setattr(training_bench, "_in_child", fake_child)
+    ctx = context.Context(quick=True, work_dir=tmp_path)
+    with caplog.at_level("INFO", logger=backends.__name__):
+        backends._run("jax", 2, ctx)
+    assert ("jax seed 2: test 99.27%, training 10.4 s, epochs 9.70, 0.29 s; inference "
+            "192,878 images/s, one image 1.11 ms median") in caplog.text

@@ -10,6 +10,7 @@ Every job runs in a fresh process started with that backend.
 
 from __future__ import annotations
 
+import logging
 import statistics
 import tempfile
 import time
@@ -22,6 +23,8 @@ from mnist_digits.bench.context import Context, Section, environment
 PRESET = "cnn_fast"
 TARGET = 0.992
 SEEDS = 3
+
+log = logging.getLogger(__name__)
 
 
 def _job(name: str, seed: int, quick: bool, work_dir: str, jit_compile: Any,
@@ -76,7 +79,22 @@ def _run(name: str, seed: int, ctx: Context, *, cache: str | None = None,
     if cache is not None:
         settings[backend.COMPILE_CACHE_ENV] = cache
     with environment(**settings):
-        return _in_child(_job, name, seed, ctx.quick, str(ctx.work_dir), jit_compile, inference)
+        result = _in_child(_job, name, seed, ctx.quick, str(ctx.work_dir), jit_compile, inference)
+    # The section writes its files when every job is done; a run cut off before that (a lent
+    # GPU's time running out) still has each finished job's figures in its log.
+    log.info("bench: %s", job_summary(name, result, jit_compile=jit_compile))
+    return result
+
+
+def job_summary(name: str, result: dict[str, Any], *, jit_compile: Any = None) -> str:
+    """One log line with a finished job's figures."""
+    line = (f"{name} seed {result['seed']}{' jit_compile' if jit_compile else ''}: test "
+            f"{100 * result['test_accuracy']:.2f}%, training {result['train_seconds']:.1f} s, "
+            f"epochs {', '.join(f'{s:.2f}' for s in result['epoch_seconds'])} s")
+    if "batched_images_per_second" in result:
+        line += (f"; inference {result['batched_images_per_second']:,.0f} images/s, one image "
+                 f"{result['single_image_ms_median']:.2f} ms median")
+    return line
 
 
 def _summary(results: list[dict[str, Any]]) -> dict[str, Any]:
