@@ -82,11 +82,11 @@ def _run(name: str, seed: int, ctx: Context, *, cache: str | None = None,
         result = _in_child(_job, name, seed, ctx.quick, str(ctx.work_dir), jit_compile, inference)
     # The section writes its files when every job is done; a run cut off before that (a lent
     # GPU's time running out) still has each finished job's figures in its log.
-    log.info("bench: %s", job_summary(name, result, jit_compile=jit_compile))
+    log.info("bench: %s", _job_summary(name, result, jit_compile=jit_compile))
     return result
 
 
-def job_summary(name: str, result: dict[str, Any], *, jit_compile: Any = None) -> str:
+def _job_summary(name: str, result: dict[str, Any], *, jit_compile: Any = None) -> str:
     """One log line with a finished job's figures."""
     line = (f"{name} seed {result['seed']}{' jit_compile' if jit_compile else ''}: test "
             f"{100 * result['test_accuracy']:.2f}%, training {result['train_seconds']:.1f} s, "
