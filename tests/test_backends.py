@@ -59,6 +59,15 @@ def test_each_backend_trains_resumes_and_reports(probes, name):
 
 
 @pytest.mark.parametrize("name", backend.BACKENDS)
+def test_each_backend_trains_in_mixed_bfloat16_and_saves_a_float32_model(probes, name):
+    mixed = probes[name]["mixed"]
+    # Every layer with weights computed in bfloat16 but the classifier, kept in float32.
+    assert mixed["trained_in"] == ["bfloat16", "float32"]
+    assert mixed["saved_in"] == ["float32"]
+    assert mixed["accuracy"] > 0.5
+
+
+@pytest.mark.parametrize("name", backend.BACKENDS)
 def test_each_backend_writes_tensorboard_scalars(probes, name):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 

@@ -243,3 +243,9 @@ def test_a_ctrl_c_that_python_drops_still_stops_training():
             guard.on_train_batch_end(0)
     # Outside the guard, SIGINT is Python's own again.
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_an_unknown_precision_is_refused_with_the_choices():
+    with pytest.raises(ConfigError, match="float32, mixed_bfloat16"):
+        tiny_config(precision="float16")
+

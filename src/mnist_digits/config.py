@@ -19,6 +19,7 @@ from mnist_digits.errors import ConfigError
 
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
 LR_SCHEDULES = ("constant", "cosine", "warmup_cosine")
+PRECISIONS = ("float32", "mixed_bfloat16")
 DEFAULT_MODEL = "cnn_fast"
 
 # Parameter -> (meaning, upper bound that still leaves a readable digit).
@@ -139,6 +140,11 @@ class TrainConfig:
         help=f"training augmentation: {', '.join(AUGMENT_POLICIES)}, or key=value pairs of "
              f"{', '.join(AUGMENT_PARAMETERS)}, e.g. rotation=10,shift=2 (replaces the "
              f"model's own policy)")
+    precision: str = _field(
+        "float32", metavar="NAME",
+        help="training arithmetic: float32, or mixed_bfloat16 (bfloat16 compute, float32 "
+             "weights; faster where the hardware has bfloat16 units). The saved model is "
+             "float32 either way")
     early_stopping_patience: int = _field(
         0, flags=("--patience",),
         help="epochs without a better validation loss before stopping; 0 disables (the best "
@@ -183,6 +189,9 @@ class TrainConfig:
         if not 0 <= self.ema_momentum < 1:
             raise ConfigError(f"ema_momentum must be in [0, 1) (0 disables it), got "
                               f"{self.ema_momentum}")
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"unknown precision {self.precision!r}; choose one of "
+                              f"{', '.join(PRECISIONS)}")
         if self.early_stopping_patience < 0:
             raise ConfigError("early_stopping_patience must be >= 0 (0 disables it), got "
                               f"{self.early_stopping_patience}")

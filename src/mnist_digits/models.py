@@ -25,6 +25,10 @@ from mnist_digits.data import IMAGE_SHAPE, NUM_CLASSES
 from mnist_digits.errors import ConfigError
 from mnist_digits.layers import Deskew
 
+# The classifier computes in float32 whatever the training precision, so the probabilities, the
+# loss and the calibration keep their full resolution in mixed bfloat16 (`TrainConfig.precision`).
+CLASSIFIER_DTYPE = "float32"
+
 
 @dataclasses.dataclass(frozen=True)
 class ModelSpec:
@@ -158,7 +162,8 @@ def build_mlp(
         x = layers.Activation(activation)(x)
         if dropout:
             x = layers.Dropout(dropout)(x)
-    outputs = layers.Dense(NUM_CLASSES, activation="softmax", name="probabilities")(x)
+    outputs = layers.Dense(NUM_CLASSES, activation="softmax", name="probabilities",
+                           dtype=CLASSIFIER_DTYPE)(x)
     return keras.Model(inputs, outputs, name=name)
 
 
@@ -230,7 +235,8 @@ def build_cnn(
         x = layers.ReLU()(x)
     if dropout:
         x = layers.Dropout(dropout)(x)
-    outputs = layers.Dense(NUM_CLASSES, activation="softmax", name="probabilities")(x)
+    outputs = layers.Dense(NUM_CLASSES, activation="softmax", name="probabilities",
+                           dtype=CLASSIFIER_DTYPE)(x)
     return keras.Model(inputs, outputs, name=name)
 
 

@@ -9,9 +9,10 @@ Everything goes through `model.fit` and callbacks (Keras's, and three of `callba
 - `ScalarLogger` writes TensorBoard scalars to `tensorboard/`, on every backend;
 - `BackupAndRestore` backs up every epoch to `backup/`, so `--resume` continues an interrupted
   run from its last completed epoch.
-After fitting, the best checkpoint is reloaded, a temperature is fitted on the validation set
-and stored in it (`calibrate`), and that model is evaluated, so the figures in `metrics.json` are
-those of the `model.keras` the run leaves behind.
+A run in mixed bfloat16 (`config.precision`) builds its layers under that Keras dtype policy;
+its best checkpoint is then rewritten in float32. After fitting, the best checkpoint is reloaded,
+a temperature is fitted on the validation set and stored in it (`calibrate`), and that model is
+evaluated, so the figures in `metrics.json` are those of the `model.keras` the run leaves behind.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import logging
 import math
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -134,6 +135,34 @@ def with_outliers(config: TrainConfig, x_train: np.ndarray, y_train: np.ndarray
     return np.concatenate([x_train, extra]), np.concatenate([y_train, uniform])
 
 
+@contextlib.contextmanager
+def dtype_policy(name: str) -> Iterator[None]:
+    """Layers built inside compute in `name`'s precision (Keras's global dtype policy)."""
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(name)
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(previous)
+
+
+def save_as_float32(path: Path) -> None:
+    """Rewrites the model file at `path` with every layer computing in float32.
+
+    Mixed precision is a training setting: the weights are float32 already, and a float32
+    model predicts, calibrates and exports the same on any hardware, where bfloat16 compute is
+    slow without bfloat16 units and some export formats refuse it.
+    """
+    trained = predict.load_model(path)
+
+    def as_float32(layer: keras.layers.Layer) -> keras.layers.Layer:
+        return layer.__class__.from_config({**layer.get_config(), "dtype": "float32"})
+
+    model = keras.models.clone_model(trained, clone_function=as_float32, recursive=True)
+    model.set_weights(trained.get_weights())
+    modelfile.save_model(model, path)
+
+
 def calibrate_saved_model(path: Path, splits: data.Splits) -> float:
     """Fits a temperature on the validation set and stores it in the model file at `path`.
 
@@ -209,6 +238,8 @@ def train(
         _fit(config, run_dir, x_train, y_train, x_val, y_val, batch_size, resume=resume,
              callbacks=callbacks, jit_compile=jit_compile)
     runs.write_json(run_dir / runs.STATUS, {"state": "trained"})
+    if config.precision != "float32":
+        save_as_float32(run_dir / runs.MODEL)
     calibrate_saved_model(run_dir / runs.MODEL, splits)
     metrics = evaluate.evaluate_run(run_dir, splits=splits)
     runs.write_json(run_dir / runs.STATUS, {"state": "done"})
@@ -242,8 +273,10 @@ def _fit(config: TrainConfig, run_dir: Path, x_train: np.ndarray, y_train: np.nd
          x_val: np.ndarray, y_val: np.ndarray, batch_size: int, *, resume: bool,
          callbacks: Sequence[keras.callbacks.Callback], jit_compile: bool | str | None) -> None:
     """Builds, compiles and fits the model, with the run folder's callbacks."""
-    model = augment.with_augmentation(models.build_model(config.model, **config.model_options),
-                                      config.augment, seed=config.seed)
+    with dtype_policy(config.precision):
+        model = augment.with_augmentation(
+            models.build_model(config.model, **config.model_options), config.augment,
+            seed=config.seed)
     steps_per_epoch = math.ceil(len(x_train) / batch_size)
     model.compile(
         optimizer=make_optimizer(config, steps_per_epoch),

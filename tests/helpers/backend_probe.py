@@ -6,6 +6,7 @@ Without model files it trains on BACKEND (tiny, real MNIST) and writes `OUT_DIR/
 - the same config trained twice more (determinism);
 - the saved model's predictions on fixed images, through the compiled forward and eagerly;
 - the same model averaged over test-time views, against views turned by SciPy;
+- the same config in mixed bfloat16: the compute dtypes it trained with, the saved model's;
 - whether TensorFlow was imported.
 With model files it loads each (saved by any backend) and writes their predictions on the same
 images to `OUT_DIR/loaded.json`.
@@ -13,6 +14,7 @@ images to `OUT_DIR/loaded.json`.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -32,6 +34,20 @@ class _Interrupt:
                     raise KeyboardInterrupt
 
         return Interrupt()
+
+
+class _ComputeDtypes:
+    """A Keras callback that records the compute dtypes of the model's layers as it trains."""
+
+    def __new__(cls):
+        import keras
+
+        class ComputeDtypes(keras.callbacks.Callback):
+            def on_train_begin(self, logs=None):
+                self.seen = sorted({layer.compute_dtype for layer in self.model.layers
+                                    if layer.weights})
+
+        return ComputeDtypes()
 
 
 def images() -> np.ndarray:
@@ -69,6 +85,11 @@ def train_and_check(out: Path) -> dict:
                                                   "thicken": 0.2, "lowres": 0.2}})
     augmented = train.train(every_layer, runs.new_run_dir(out, "mlp_small", "augmented"),
                             splits=splits)
+    mixed_dir = runs.new_run_dir(out, "cnn_fast", "bf16")
+    trained_in = _ComputeDtypes()
+    mixed = train.train(dataclasses.replace(config, precision="mixed_bfloat16"), mixed_dir,
+                        splits=splits, callbacks=[trained_in])
+    saved_in = sorted({layer.dtype_policy.name for layer in predict.load_model(mixed_dir).layers})
     model = predict.load_model(second_dir)
     x = images()
     compiled = predict.predict_proba(model, x)
@@ -94,6 +115,8 @@ def train_and_check(out: Path) -> dict:
         "compiled_vs_eager": float(np.max(np.abs(compiled - eager))),
         "tta_vs_scipy": tta_error,
         "augmented_accuracy": augmented["test"]["accuracy"],
+        "mixed": {"trained_in": trained_in.seen, "saved_in": saved_in,
+                  "accuracy": mixed["test"]["accuracy"]},
     }
 
 
