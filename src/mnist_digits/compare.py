@@ -53,26 +53,55 @@ def mean_std(values: Sequence[float]) -> tuple[float, float]:
     return float(array.mean()), float(array.std(ddof=1)) if len(array) > 1 else 0.0
 
 
+# Config fields that tell runs of one recipe apart rather than make a different one.
+_NOT_RECIPE = ("seed", "data_dir")
+
+
+def variants(run_metrics: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Each run's variant of its model: the config fields (but the seed) in which the model's
+    runs differ, as `key=value` pairs; "" where all of that model's runs share one config.
+
+    So `compare --runs` over runs of one preset trained two ways (say `--precision`) tabulates
+    the two apart instead of averaging them together.
+    """
+    by_model: dict[str, list[dict[str, Any]]] = {}
+    for m in run_metrics:
+        config = m.get("config") if isinstance(m.get("config"), dict) else {}
+        by_model.setdefault(m["model"], []).append(
+            {k: v for k, v in config.items() if k not in _NOT_RECIPE})
+    differing = {model: sorted({k for config in configs for k in config
+                                if any(c.get(k) != config[k] for c in configs)})
+                 for model, configs in by_model.items()}
+    labels = []
+    for m in run_metrics:
+        config = m.get("config") if isinstance(m.get("config"), dict) else {}
+        labels.append(", ".join(f"{k}={config.get(k)}" for k in differing[m["model"]]))
+    return labels
+
+
 def summarize(run_metrics: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """Groups runs by model and reduces each figure to mean and std over seeds.
+    """Groups runs by model and variant (`variants`) and reduces each figure to mean and std
+    over seeds.
 
     Args:
         run_metrics: dicts as returned by `evaluate.load_metrics`.
 
     Returns:
-        One row per model, in registry order (then others, in first-seen order): `model`,
-        `family`, `params`, `seeds` (how many runs), and `<figure>_mean` / `<figure>_std` for
-        epochs, train_seconds, val_accuracy and test_accuracy.
+        One row per model and variant, in registry order (then others, in first-seen order):
+        `model`, `variant`, `family`, `params`, `seeds` (how many runs), and `<figure>_mean` /
+        `<figure>_std` for epochs, train_seconds, val_accuracy and test_accuracy.
     """
-    groups: dict[str, list[Mapping[str, Any]]] = {}
-    for m in run_metrics:
-        groups.setdefault(m["model"], []).append(m)
+    groups: dict[tuple[str, str], list[Mapping[str, Any]]] = {}
+    for m, variant in zip(run_metrics, variants(run_metrics), strict=True):
+        groups.setdefault((m["model"], variant), []).append(m)
     # Registry order (small to large per family), whatever order the runs were listed in;
     # anything not in the registry (ensembles) after it.
     order = {name: i for i, name in enumerate(models.list_models())}
     rows = []
-    for model, members in sorted(groups.items(), key=lambda g: order.get(g[0], len(order))):
-        row: dict[str, Any] = {"model": model, "family": members[0]["family"],
+    for (model, variant), members in sorted(groups.items(),
+                                            key=lambda g: order.get(g[0][0], len(order))):
+        row: dict[str, Any] = {"model": model, "variant": variant,
+                               "family": members[0]["family"],
                                "params": members[0]["params"], "seeds": len(members)}
         figures = {
             "epochs_run": [m["epochs_run"] for m in members],
@@ -96,13 +125,18 @@ def to_csv(rows: Sequence[Mapping[str, Any]]) -> str:
     return out.getvalue()
 
 
+def label(row: Mapping[str, Any]) -> str:
+    """A summary row's name in tables and charts: the model, and its variant if any."""
+    return f"{row['model']} ({row['variant']})" if row.get("variant") else str(row["model"])
+
+
 def to_markdown(rows: Sequence[Mapping[str, Any]]) -> str:
     """The summary rows as a Markdown table, accuracies in percent, mean ± std."""
     lines = ["| model | family | params | epochs | train s | val acc. (%) | test acc. (%) | "
              "seeds |", "|---|---|--:|--:|--:|--:|--:|--:|"]
     for r in rows:
         lines.append(
-            f"| {r['model']} | {r['family']} | {r['params']:,} | {r['epochs_mean']:.1f} | "
+            f"| {label(r)} | {r['family']} | {r['params']:,} | {r['epochs_mean']:.1f} | "
             f"{r['train_seconds_mean']:.0f} ± {r['train_seconds_std']:.0f} | "
             f"{100 * r['val_accuracy_mean']:.2f} ± {100 * r['val_accuracy_std']:.2f} | "
             f"{100 * r['test_accuracy_mean']:.2f} ± {100 * r['test_accuracy_std']:.2f} | "
@@ -126,6 +160,7 @@ def write_comparison(run_dirs: Sequence[str | os.PathLike], out_dir: str | os.Pa
     runs.atomic_write_text(out_dir / runs.COMPARISON_CSV, to_csv(rows))
     seeds = sorted({r["seeds"] for r in rows})
     runs.save_figure(plots.comparison_bars(
-        rows, title=f"Test accuracy, mean ± std over {'/'.join(map(str, seeds))} seed(s)"),
+        [{**r, "label": label(r)} for r in rows],
+        title=f"Test accuracy, mean ± std over {'/'.join(map(str, seeds))} seed(s)"),
         out_dir / runs.COMPARISON_PLOT)
     return rows

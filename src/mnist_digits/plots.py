@@ -120,11 +120,11 @@ def comparison_bars(rows: Sequence[Mapping[str, float | str]], *, title: str) ->
     """Test accuracy per model with error bars (std over seeds).
 
     Args:
-        rows: dicts with `model`, `test_accuracy_mean` and `test_accuracy_std` (fractions) and
-            `seeds`.
+        rows: dicts with `model` (or a `label` to show instead), `test_accuracy_mean` and
+            `test_accuracy_std` (fractions) and `seeds`.
         title: the figure's title.
     """
-    names = [str(r["model"]) for r in rows]
+    names = [str(r.get("label", r["model"])) for r in rows]
     means = np.array([float(r["test_accuracy_mean"]) for r in rows]) * 100
     stds = np.array([float(r["test_accuracy_std"]) for r in rows]) * 100
     fig, ax = plt.subplots(figsize=(max(6, 1.3 * len(rows) + 2), 4.8), layout="constrained")
