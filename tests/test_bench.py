@@ -39,11 +39,15 @@ def test_quick_bench_runs_every_section_in_order(quick):
 def test_training_section_compares_baselines_with_presets(quick):
     training = quick[0]["sections"]["training"]
     assert set(training["baselines"]) == set(training_bench.BASELINES)
-    assert set(training["presets"]) == set(training_bench.TRAINING_PRESETS)
+    assert set(training["presets"]) == {*training_bench.TRAINING_PRESETS,
+                                        *training_bench.TRAINING_VARIANTS}
     for row in [*training["baselines"].values(), *training["presets"].values()]:
         assert row["seeds"] == 1 and 0 <= row["test_accuracy_mean"] <= 1
         assert row["train_seconds_mean"] > 0 and row["peak_rss_mb"] > 100
     assert training["presets"]["cnn_fast"]["speedup"] > 0
+    variant = training["presets"]["cnn_fast/mixed-bfloat16"]
+    assert variant["speedup"] > 0 and variant["overrides"] == {"precision": "mixed_bfloat16"}
+    assert "`cnn_fast/mixed-bfloat16`: `cnn_fast` in mixed bfloat16" in quick[2]
     assert training["augmentation"]["mlp_aug"]["images_per_second"] > 0
     assert "`keras_io_convnet`" in quick[2]
 

@@ -26,7 +26,8 @@ log = logging.getLogger(__name__)
 # 50k/10k train/validation split, validated every epoch as keras-io's validation_split does).
 BASELINES: dict[str, dict[str, Any]] = {
     # https://keras.io/examples/vision/mnist_convnet/
-    "keras_io_convnet": {"epochs": 15, "batch_size": 128, "pairs": ("cnn_fast",),
+    "keras_io_convnet": {"epochs": 15, "batch_size": 128,
+                         "pairs": ("cnn_fast", "cnn_fast/mixed-bfloat16"),
                          "description": "keras-io simple MNIST convnet, 15 epochs, batch 128, "
                                         "Adam"},
     # The original project: 784-512-512-10, dropout 0.2, Adam, 20 epochs of batch 128.
@@ -36,6 +37,11 @@ BASELINES: dict[str, dict[str, Any]] = {
 }
 # Our presets in the training section: the fast pair of each baseline, and the augmented FFNN.
 TRAINING_PRESETS = ("cnn_fast", "mlp_fast", "mlp_deskew", "mlp_aug")
+# Presets trained another way beside them: name -> (preset, config overrides, what changes).
+TRAINING_VARIANTS: dict[str, tuple[str, dict[str, Any], str]] = {
+    "cnn_fast/mixed-bfloat16": ("cnn_fast", {"precision": "mixed_bfloat16"},
+                                "`cnn_fast` in mixed bfloat16 (`--precision mixed_bfloat16`)"),
+}
 BEST_PRESET = "cnn_best"
 # The most accurate feedforward preset, measured on its own (`feedforward`): a long recipe.
 FEEDFORWARD_PRESET = "mlp_elastic"
@@ -216,6 +222,10 @@ def section_training(ctx: Context) -> dict[str, Any]:
         spec = models.get_model_spec(name)
         result["presets"][name] = {"description": spec.description, "recipe": dict(spec.recipe),
                                    **_train_many("preset", name, seeds, ctx)}
+    for name, (preset, overrides, what) in TRAINING_VARIANTS.items():
+        result["presets"][name] = {"description": what, "preset": preset,
+                                   "overrides": overrides,
+                                   **_train_many("preset", preset, seeds, ctx, overrides)}
     for name, recipe in BASELINES.items():
         for pair in recipe["pairs"]:
             ours = result["presets"][pair]
