@@ -150,8 +150,8 @@ def save_as_float32(path: Path) -> None:
     """Rewrites the model file at `path` with every layer computing in float32.
 
     Mixed precision is a training setting: the weights are float32 already, and a float32
-    model predicts, calibrates and exports the same on any hardware, where bfloat16 compute is
-    slow without bfloat16 units and some export formats refuse it.
+    model predicts, calibrates and exports like every other run's on any hardware, where
+    bfloat16 arithmetic is slow on chips without bfloat16 units.
     """
     trained = predict.load_model(path)
 
