@@ -144,7 +144,8 @@ def test_every_flag_given_lands_in_the_config(tmp_path):
     values = {"epochs": "2", "batch-size": "64", "optimizer": "sgd", "lr": "0.01",
               "lr-schedule": "cosine", "warmup-epochs": "0.5", "weight-decay": "0.001",
               "label-smoothing": "0.1", "ema": "0.999", "patience": "2", "val-size": "500",
-              "seed": "7", "data-dir": str(tmp_path), "limit": "300", "outliers": "0.2"}
+              "seed": "7", "data-dir": str(tmp_path), "limit": "300", "outliers": "0.2",
+              "precision": "mixed_bfloat16"}
     argv = ["train", "--model", "mlp_small", "--option", "dropout=0.3", "--augment", "light"]
     for flag, value in values.items():
         argv += [f"--{flag}", value]
@@ -152,7 +153,7 @@ def test_every_flag_given_lands_in_the_config(tmp_path):
     assert set(given) == {f.name for f in dataclasses.fields(TrainConfig)}
     assert all(value is not None for value in given.values()), given
     assert given["learning_rate"] == 0.01 and given["model_options"] == {"dropout": 0.3}
-    assert given["ema_momentum"] == 0.999
+    assert given["ema_momentum"] == 0.999 and given["precision"] == "mixed_bfloat16"
     assert given["augment"] == {"rotation": 8.0, "shift": 2.0, "zoom": 0.08}
 
 
