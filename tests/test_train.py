@@ -248,4 +248,3 @@ def test_a_ctrl_c_that_python_drops_still_stops_training():
 def test_an_unknown_precision_is_refused_with_the_choices():
     with pytest.raises(ConfigError, match="float32, mixed_bfloat16"):
         tiny_config(precision="float16")
-

@@ -64,19 +64,16 @@ def variants(run_metrics: Sequence[Mapping[str, Any]]) -> list[str]:
     So `compare --runs` over runs of one preset trained two ways (say `--precision`) tabulates
     the two apart instead of averaging them together.
     """
+    recipes = [{k: v for k, v in (m.get("config") or {}).items() if k not in _NOT_RECIPE}
+               for m in run_metrics]
     by_model: dict[str, list[dict[str, Any]]] = {}
-    for m in run_metrics:
-        config = m.get("config") if isinstance(m.get("config"), dict) else {}
-        by_model.setdefault(m["model"], []).append(
-            {k: v for k, v in config.items() if k not in _NOT_RECIPE})
-    differing = {model: sorted({k for config in configs for k in config
-                                if any(c.get(k) != config[k] for c in configs)})
-                 for model, configs in by_model.items()}
-    labels = []
-    for m in run_metrics:
-        config = m.get("config") if isinstance(m.get("config"), dict) else {}
-        labels.append(", ".join(f"{k}={config.get(k)}" for k in differing[m["model"]]))
-    return labels
+    for m, recipe in zip(run_metrics, recipes, strict=True):
+        by_model.setdefault(m["model"], []).append(recipe)
+    differing = {model: sorted({k for recipe in group for k in recipe
+                                if any(other.get(k) != recipe[k] for other in group)})
+                 for model, group in by_model.items()}
+    return [", ".join(f"{k}={recipe.get(k)}" for k in differing[m["model"]])
+            for m, recipe in zip(run_metrics, recipes, strict=True)]
 
 
 def summarize(run_metrics: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:

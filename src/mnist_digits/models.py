@@ -25,9 +25,15 @@ from mnist_digits.data import IMAGE_SHAPE, NUM_CLASSES
 from mnist_digits.errors import ConfigError
 from mnist_digits.layers import Deskew
 
-# The classifier computes in float32 whatever the training precision, so the probabilities, the
-# loss and the calibration keep their full resolution in mixed bfloat16 (`TrainConfig.precision`).
-CLASSIFIER_DTYPE = "float32"
+
+def _classifier() -> layers.Dense:
+    """Every network's last layer: softmax over the digits.
+
+    It computes in float32 whatever the training precision, so the probabilities, the loss and
+    the calibration keep their full resolution in mixed bfloat16 (`TrainConfig.precision`).
+    """
+    return layers.Dense(NUM_CLASSES, activation="softmax", name="probabilities",
+                        dtype="float32")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -162,8 +168,7 @@ def build_mlp(
         x = layers.Activation(activation)(x)
         if dropout:
             x = layers.Dropout(dropout)(x)
-    outputs = layers.Dense(NUM_CLASSES, activation="softmax", name="probabilities",
-                           dtype=CLASSIFIER_DTYPE)(x)
+    outputs = _classifier()(x)
     return keras.Model(inputs, outputs, name=name)
 
 
@@ -235,8 +240,7 @@ def build_cnn(
         x = layers.ReLU()(x)
     if dropout:
         x = layers.Dropout(dropout)(x)
-    outputs = layers.Dense(NUM_CLASSES, activation="softmax", name="probabilities",
-                           dtype=CLASSIFIER_DTYPE)(x)
+    outputs = _classifier()(x)
     return keras.Model(inputs, outputs, name=name)
 
 

@@ -9,10 +9,10 @@ Everything goes through `model.fit` and callbacks (Keras's, and three of `callba
 - `ScalarLogger` writes TensorBoard scalars to `tensorboard/`, on every backend;
 - `BackupAndRestore` backs up every epoch to `backup/`, so `--resume` continues an interrupted
   run from its last completed epoch.
-A run in mixed bfloat16 (`config.precision`) builds its layers under that Keras dtype policy;
-its best checkpoint is then rewritten in float32. After fitting, the best checkpoint is reloaded,
-a temperature is fitted on the validation set and stored in it (`calibrate`), and that model is
-evaluated, so the figures in `metrics.json` are those of the `model.keras` the run leaves behind.
+A run in mixed bfloat16 (`config.precision`) builds its layers under that Keras dtype policy.
+After fitting, the best checkpoint is reloaded (in float32), a temperature is fitted on the
+validation set and stored in it (`calibrate`), and that model is evaluated, so the figures in
+`metrics.json` are those of the `model.keras` the run leaves behind.
 """
 
 from __future__ import annotations
@@ -146,30 +146,32 @@ def dtype_policy(name: str) -> Iterator[None]:
         keras.config.set_dtype_policy(previous)
 
 
-def save_as_float32(path: Path) -> None:
-    """Rewrites the model file at `path` with every layer computing in float32.
+def as_float32(trained: keras.Model) -> keras.Model:
+    """`trained` with every layer computing in float32 (the model itself if all of them do).
 
     Mixed precision is a training setting: the weights are float32 already, and a float32
     model predicts, calibrates and exports like every other run's on any hardware, where
     bfloat16 arithmetic is slow on chips without bfloat16 units.
     """
-    trained = predict.load_model(path)
+    if all(layer.dtype_policy.name == "float32" for layer in trained.layers):
+        return trained
 
-    def as_float32(layer: keras.layers.Layer) -> keras.layers.Layer:
+    def rebuilt(layer: keras.layers.Layer) -> keras.layers.Layer:
         return layer.__class__.from_config({**layer.get_config(), "dtype": "float32"})
 
-    model = keras.models.clone_model(trained, clone_function=as_float32, recursive=True)
+    model = keras.models.clone_model(trained, clone_function=rebuilt, recursive=True)
     model.set_weights(trained.get_weights())
-    modelfile.save_model(model, path)
+    return model
 
 
 def calibrate_saved_model(path: Path, splits: data.Splits) -> float:
-    """Fits a temperature on the validation set and stores it in the model file at `path`.
+    """Fits a temperature on the validation set and stores it in the model file at `path`,
+    the model rewritten in float32 if it was trained in mixed precision (`as_float32`).
 
     Returns:
         The temperature.
     """
-    model = calibrate.uncalibrated(predict.load_model(path))
+    model = as_float32(calibrate.uncalibrated(predict.load_model(path)))
     probabilities = predict.predict_proba(model, splits.x_val)
     temperature = calibrate.fit_temperature(splits.y_val.argmax(axis=1), probabilities)
     modelfile.save_model(calibrate.with_temperature(model, temperature), path)
@@ -238,8 +240,6 @@ def train(
         _fit(config, run_dir, x_train, y_train, x_val, y_val, batch_size, resume=resume,
              callbacks=callbacks, jit_compile=jit_compile)
     runs.write_json(run_dir / runs.STATUS, {"state": "trained"})
-    if config.precision != "float32":
-        save_as_float32(run_dir / runs.MODEL)
     calibrate_saved_model(run_dir / runs.MODEL, splits)
     metrics = evaluate.evaluate_run(run_dir, splits=splits)
     runs.write_json(run_dir / runs.STATUS, {"state": "done"})
