@@ -1,6 +1,11 @@
-"""The backend seam: TensorFlow's start-up notices filtered, everything else kept."""
+"""The backend seam: TensorFlow's start-up notices filtered, everything else kept; the form of
+the training data."""
 
 from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
 
 from mnist_digits import backend
 
@@ -20,3 +25,34 @@ def test_other_lines_written_during_the_import_are_kept():
     real = ("E0000 00:00:1795761132.1 3674 cuda_blas.cc:12] failed to load libcublas\n"
             "Traceback (most recent call last):\n")
     assert backend.filter_start_up_notices(NOTICES + real) == real
+
+
+def stream_batches(data, count):
+    """The first `count` batches of a dataset, as NumPy (x, y) pairs."""
+    return [tuple(np.asarray(part) for part in batch) for batch in data.take(count)]
+
+
+@pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="TensorFlow's input stream")
+def test_the_tensorflow_stream_passes_over_every_image_once_an_epoch():
+    keras.utils.set_random_seed(0)
+    x = np.arange(100, dtype="float32").reshape(100, 1)
+    validation = (x[:30], x[:30] + 1)
+    # 100 images in batches of 12: 8 full batches and one of 4, and 9 batches a call.
+    fed = backend.fit_data(x, x + 1, validation, batch_size=12)
+    assert fed.steps_per_execution == 9 and fed.fit_kwargs["steps_per_epoch"] == 9
+    batches = stream_batches(fed.fit_kwargs["x"], 18)
+    assert [len(xb) for xb, _ in batches] == [12] * 8 + [4] + [12] * 8 + [4]
+    assert all(np.array_equal(yb, xb + 1) for xb, yb in batches)
+    epochs = [np.concatenate([xb for xb, _ in batches[i:i + 9]]).ravel() for i in (0, 9)]
+    for order in epochs:
+        assert sorted(order) == list(range(100))
+    assert not np.array_equal(epochs[0], epochs[1])  # a new order each epoch
+    checked = stream_batches(fed.fit_kwargs["validation_data"], 10)
+    assert np.array_equal(np.concatenate([xb for xb, _ in checked]), validation[0])
+
+
+def test_without_a_whole_number_of_calls_an_epoch_keras_gets_the_arrays():
+    x = np.zeros((96, 1), "float32")
+    fed = backend.fit_data(x, x, (x, x), batch_size=32)  # 3 batches: no 8 to 32 divides them
+    assert fed.fit_kwargs["x"] is x and fed.fit_kwargs["batch_size"] == 32
+    assert fed.steps_per_execution == backend.steps_per_execution()

@@ -69,6 +69,27 @@ def test_training_learns_the_synthetic_task(tmp_path, tiny_splits):
     assert metrics["test"]["accuracy"] >= 0.8
 
 
+class StepCounter(keras.callbacks.Callback):
+    """The optimizer's step count at each epoch's end."""
+
+    def __init__(self):
+        super().__init__()
+        self.steps = []
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.steps.append(int(keras.ops.convert_to_numpy(self.model.optimizer.iterations)))
+
+
+def test_each_epoch_is_one_pass_over_the_training_images(tmp_path, tiny_splits):
+    # 96 images in batches of 12: on TensorFlow the repeated stream of `backend.fit_data`, which
+    # must not run past an epoch's 8 batches to fill a call.
+    assert len(tiny_splits.x_train) == 96
+    counter = StepCounter()
+    train.train(tiny_config(epochs=3, batch_size=12), runs.new_run_dir(tmp_path, "mlp_small"),
+                splits=tiny_splits, callbacks=[counter])
+    assert counter.steps == [8, 16, 24]
+
+
 class Interrupt(keras.callbacks.Callback):
     """Stands in for Ctrl-C part-way through the second epoch."""
 

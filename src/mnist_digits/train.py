@@ -278,11 +278,12 @@ def _fit(config: TrainConfig, run_dir: Path, x_train: np.ndarray, y_train: np.nd
             models.build_model(config.model, **config.model_options), config.augment,
             seed=config.seed)
     steps_per_epoch = math.ceil(len(x_train) / batch_size)
+    fit_data = backend.fit_data(x_train, y_train, (x_val, y_val), batch_size)
     model.compile(
         optimizer=make_optimizer(config, steps_per_epoch),
         loss=keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing),
         metrics=["accuracy"],
-        steps_per_execution=backend.steps_per_execution(),
+        steps_per_execution=fit_data.steps_per_execution,
         jit_compile=backend.jit_compile() if jit_compile is None else jit_compile,
     )
     history_path = run_dir / runs.HISTORY
@@ -319,10 +320,8 @@ def _fit(config: TrainConfig, run_dir: Path, x_train: np.ndarray, y_train: np.nd
     try:
         with guard:
             model.fit(
-                x_train, y_train,
-                batch_size=batch_size,
+                **fit_data.fit_kwargs,
                 epochs=config.epochs,
-                validation_data=(x_val, y_val),
                 callbacks=all_callbacks,
                 verbose=keras_verbosity(),
             )
