@@ -102,8 +102,10 @@ class Interrupt(keras.callbacks.Callback):
         self.epoch = epoch
 
 
-def test_interrupted_run_resumes_from_last_completed_epoch(tmp_path, tiny_splits):
-    config = tiny_config(epochs=3)
+# Batch 32: 3 batches an epoch, fed as arrays; batch 12: 8, fed as TensorFlow's stream.
+@pytest.mark.parametrize("batch_size", [32, 12])
+def test_interrupted_run_resumes_from_last_completed_epoch(tmp_path, tiny_splits, batch_size):
+    config = tiny_config(epochs=3, batch_size=batch_size)
     run_dir = runs.new_run_dir(tmp_path, "mlp_small")
     with pytest.raises(KeyboardInterrupt):
         train.train(config, run_dir, splits=tiny_splits, callbacks=[Interrupt()])
