@@ -156,9 +156,8 @@ def set_random_seed(seed: int) -> None:
 
     Keras seeds TensorFlow whenever it is installed, for `tf.data` pipelines; off TensorFlow this
     project feeds NumPy arrays (`fit_data`), so there that import would only cost seconds and
-    memory. For the call,
-    `import tensorflow` is made to fail, which Keras takes as "not installed" (and remembers, so
-    nothing later in the process imports it either).
+    memory. For the call, `import tensorflow` is made to fail, which Keras takes as "not
+    installed" (and remembers, so nothing later in the process imports it either).
     """
     import keras
 
@@ -194,10 +193,12 @@ def steps_per_execution() -> int:
 
 @dataclasses.dataclass(frozen=True)
 class FitData:
-    """What `model.fit` is given on this backend: its data arguments and the batches per call."""
+    """What `model.fit` is given on this backend: its data arguments, the batches per call, and
+    the batches an epoch (for the learning-rate schedule)."""
 
     fit_kwargs: dict[str, Any]
     steps_per_execution: int
+    steps_per_epoch: int
 
 
 def fit_data(x: np.ndarray, y: np.ndarray, validation: tuple[np.ndarray, np.ndarray],
@@ -220,7 +221,7 @@ def fit_data(x: np.ndarray, y: np.ndarray, validation: tuple[np.ndarray, np.ndar
     divisors = [n for n in range(8, 33) if steps % n == 0]
     if current() != "tensorflow" or not divisors:
         return FitData({"x": x, "y": y, "batch_size": batch_size, "validation_data": validation},
-                       default)
+                       default, steps)
     import tensorflow as tf
 
     full = len(x) // batch_size
@@ -244,7 +245,7 @@ def fit_data(x: np.ndarray, y: np.ndarray, validation: tuple[np.ndarray, np.ndar
     checked = tf.data.Dataset.from_tensor_slices(validation).batch(batch_size).prefetch(2)
     return FitData({"x": stream, "steps_per_epoch": steps, "validation_data": checked,
                     "shuffle": False},
-                   min(divisors, key=lambda n: abs(n - default)))
+                   min(divisors, key=lambda n: abs(n - default)), steps)
 
 
 # Each model gets its own tf.function, traced once. TensorFlow counts the traces of all of them

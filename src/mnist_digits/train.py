@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
 import os
 import sys
 from collections.abc import Iterator, Sequence
@@ -277,10 +276,9 @@ def _fit(config: TrainConfig, run_dir: Path, x_train: np.ndarray, y_train: np.nd
         model = augment.with_augmentation(
             models.build_model(config.model, **config.model_options), config.augment,
             seed=config.seed)
-    steps_per_epoch = math.ceil(len(x_train) / batch_size)
     fit_data = backend.fit_data(x_train, y_train, (x_val, y_val), batch_size)
     model.compile(
-        optimizer=make_optimizer(config, steps_per_epoch),
+        optimizer=make_optimizer(config, fit_data.steps_per_epoch),
         loss=keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing),
         metrics=["accuracy"],
         steps_per_execution=fit_data.steps_per_execution,
