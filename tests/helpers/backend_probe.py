@@ -37,15 +37,19 @@ class _Interrupt:
 
 
 class _ComputeDtypes:
-    """A Keras callback that records the compute dtypes of the model's layers as it trains."""
+    """A Keras callback that records the compute dtypes of the model's layers with weights, by
+    layer class, as it trains."""
 
     def __new__(cls):
         import keras
 
         class ComputeDtypes(keras.callbacks.Callback):
             def on_train_begin(self, logs=None):
-                self.seen = sorted({layer.compute_dtype for layer in self.model.layers
-                                    if layer.weights})
+                self.seen: dict[str, list[str]] = {}
+                for layer in self.model.layers:
+                    if layer.weights:
+                        kind = self.seen.setdefault(type(layer).__name__, [])
+                        kind[:] = sorted({*kind, layer.compute_dtype})
 
         return ComputeDtypes()
 
