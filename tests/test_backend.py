@@ -56,3 +56,31 @@ def test_without_a_whole_number_of_calls_an_epoch_keras_gets_the_arrays():
     fed = backend.fit_data(x, x, (x, x), batch_size=32)  # 3 batches: no 8 to 32 divides them
     assert fed.fit_kwargs["x"] is x and fed.fit_kwargs["batch_size"] == 32
     assert fed.steps_per_execution == backend.steps_per_execution()
+
+
+@pytest.mark.parametrize(("flags", "expected"), [
+    ("fpu sse2 avx512f avx512_bf16 avx512_vnni", True), ("fpu sse2 amx_bf16 amx_tile", True),
+    ("fpu sse2 avx2 avx512f avx512_vnni", False)])
+def test_bfloat16_units_are_read_from_the_cpu_flags(tmp_path, flags, expected):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text(f"processor\t: 0\nmodel name\t: Some CPU\nflags\t\t: {flags}\n\n"
+                       f"processor\t: 1\nflags\t\t: {flags}\n")
+    assert backend.cpu_has_bfloat16(cpuinfo) is expected
+    assert backend.cpu_has_bfloat16(tmp_path / "missing") is False
+
+
+@pytest.mark.parametrize(("name", "devices", "units", "expected"), [
+    ("tensorflow", ["CPU:0"], True, "mixed_bfloat16"),
+    ("torch", ["CPU:0"], True, "mixed_bfloat16"),
+    ("tensorflow", ["CPU:0"], False, "float32"),
+    ("jax", ["CPU:0 cpu"], True, "float32"),
+    ("tensorflow", ["CPU:0", "GPU:0 NVIDIA H200"], True, "float32")])
+def test_auto_precision_is_bfloat16_only_where_it_was_measured_faster(monkeypatch, name, devices,
+                                                                       units, expected):
+    monkeypatch.setattr(backend, "current", lambda: name)
+    monkeypatch.setattr(backend, "devices", lambda: devices)
+    monkeypatch.setattr(backend, "cpu_has_bfloat16", lambda: units)
+    assert backend.precision("auto") == expected
+    # A precision named outright is taken as it is, whatever the hardware.
+    assert backend.precision("mixed_bfloat16") == "mixed_bfloat16"
+    assert backend.precision("float32") == "float32"

@@ -12,7 +12,7 @@ import pytest
 from helpers import one_line_error
 from PIL import Image
 
-from mnist_digits import cli, predict, preprocess
+from mnist_digits import backend, cli, predict, preprocess
 from mnist_digits.bench import runner, userimages
 from mnist_digits.bench import training as training_bench
 from mnist_digits.cli import main
@@ -45,9 +45,12 @@ def test_training_section_compares_baselines_with_presets(quick):
         assert row["seeds"] == 1 and 0 <= row["test_accuracy_mean"] <= 1
         assert row["train_seconds_mean"] > 0 and row["peak_rss_mb"] > 100
     assert training["presets"]["cnn_fast"]["speedup"] > 0
-    variant = training["presets"]["cnn_fast/mixed-bfloat16"]
-    assert variant["speedup"] > 0 and variant["overrides"] == {"precision": "mixed_bfloat16"}
-    assert "`cnn_fast/mixed-bfloat16`: `cnn_fast` in mixed bfloat16" in quick[2]
+    variant = training["presets"]["cnn_fast/float32"]
+    assert variant["speedup"] > 0 and variant["overrides"] == {"precision": "float32"}
+    assert ("`cnn_fast/float32`: `cnn_fast` in float32 (`--precision float32`) | ours | "
+            "float32 |") in quick[2]
+    # The default's "auto" is recorded as what it resolved to on this machine.
+    assert training["presets"]["cnn_fast"]["precision"] == backend.precision("auto")
     assert training["augmentation"]["mlp_aug"]["images_per_second"] > 0
     assert "`keras_io_convnet`" in quick[2]
 

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mnist_digits import evaluate, predict, runs, train
+from mnist_digits import backend, evaluate, predict, runs, train
 from mnist_digits.callbacks import InterruptGuard
 from mnist_digits.config import resolve_config
 from mnist_digits.errors import ConfigError
@@ -271,3 +271,15 @@ def test_a_ctrl_c_that_python_drops_still_stops_training():
 def test_an_unknown_precision_is_refused_with_the_choices():
     with pytest.raises(ConfigError, match="float32, mixed_bfloat16"):
         tiny_config(precision="float16")
+
+
+@pytest.mark.parametrize(("units", "expected"), [(True, "mixed_bfloat16"), (False, "float32")])
+def test_auto_precision_is_saved_as_what_the_run_trained_in(tmp_path, tiny_splits, monkeypatch,
+                                                             units, expected):
+    # This suite runs on TensorFlow, where "auto" on a CPU follows the CPU's bfloat16 units.
+    monkeypatch.setattr(backend, "devices", lambda: ["CPU:0"])
+    monkeypatch.setattr(backend, "cpu_has_bfloat16", lambda: units)
+    run_dir = runs.new_run_dir(tmp_path, "mlp_small")
+    train.train(tiny_config(precision="auto"), run_dir, splits=tiny_splits)
+    assert runs.read_config(run_dir).config.precision == expected
+    assert json.loads((run_dir / runs.STATUS).read_text())["state"] == "done"

@@ -19,7 +19,7 @@ from mnist_digits.errors import ConfigError
 
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
 LR_SCHEDULES = ("constant", "cosine", "warmup_cosine")
-PRECISIONS = ("float32", "mixed_bfloat16")
+PRECISIONS = ("auto", "float32", "mixed_bfloat16")
 DEFAULT_MODEL = "cnn_fast"
 
 # Parameter -> (meaning, upper bound that still leaves a readable digit).
@@ -142,9 +142,11 @@ class TrainConfig:
              f"model's own policy)")
     precision: str = _field(
         "float32", metavar="NAME",
-        help="training arithmetic: float32, or mixed_bfloat16 (bfloat16 compute, float32 "
-             "weights; faster where the hardware has bfloat16 units). The saved model is "
-             "float32 either way")
+        help="training arithmetic: float32; mixed_bfloat16 (bfloat16 arithmetic on float32 "
+             "weights, a CNN's dense head in float32: faster where the hardware has bfloat16 "
+             "units); or "
+             "auto: mixed_bfloat16 where that was measured faster (TensorFlow or torch on a CPU "
+             "with bfloat16 units), float32 elsewhere. The saved model is float32 either way")
     early_stopping_patience: int = _field(
         0, flags=("--patience",),
         help="epochs without a better validation loss before stopping; 0 disables (the best "

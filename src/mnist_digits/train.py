@@ -9,7 +9,8 @@ Everything goes through `model.fit` and callbacks (Keras's, and three of `callba
 - `ScalarLogger` writes TensorBoard scalars to `tensorboard/`, on every backend;
 - `BackupAndRestore` backs up every epoch to `backup/`, so `--resume` continues an interrupted
   run from its last completed epoch.
-A run in mixed bfloat16 (`config.precision`) builds its layers under that Keras dtype policy.
+A run in mixed bfloat16 (`config.precision`, which `auto` resolves by the hardware before the
+config is saved) builds its layers under that Keras dtype policy.
 After fitting, the best checkpoint is reloaded (in float32), a temperature is fitted on the
 validation set and stored in it (`calibrate`), and that model is evaluated, so the figures in
 `metrics.json` are those of the `model.keras` the run leaves behind.
@@ -18,6 +19,7 @@ validation set and stored in it (`calibrate`), and that model is evaluated, so t
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 import sys
@@ -218,6 +220,8 @@ def train(
         DataError: the MNIST files are missing or corrupt.
     """
     run_dir = Path(run_dir)
+    # Resolved here, where the run trains, so config.json says what it trained in.
+    config = dataclasses.replace(config, precision=backend.precision(config.precision))
     if resume:
         _prepare_resume(run_dir)
     else:
