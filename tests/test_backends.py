@@ -137,3 +137,5 @@ def test_keras_backend_environment_variable_is_respected(tmp_path):
                                 "MNIST_DIGITS_COMPILE_CACHE": str(tmp_path / "cache")})
     assert proc.returncode == 0, proc.stderr
     assert "backend: jax" in proc.stdout and str(tmp_path / "cache") in proc.stdout
+    # JAX trains in float32 even where the CPU has bfloat16 units (slower there in bfloat16).
+    assert "precision auto: float32 (bfloat16 units on the CPU: " in proc.stdout

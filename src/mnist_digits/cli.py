@@ -522,6 +522,8 @@ def cmd_info(args: argparse.Namespace) -> int:
     print(f"mnist-digits {__version__}")
     print(f"backend: {name} {backend.version(name)} (Keras {keras.__version__})")
     print("devices: " + ", ".join(backend.devices()))
+    print(f"precision auto: {backend.precision('auto')} (bfloat16 units on the CPU: "
+          f"{'yes' if backend.cpu_has_bfloat16() else 'no'})")
     cache = backend.compile_cache_dir()
     if name != "jax":
         print("compile cache: not used (JAX only)")

@@ -144,9 +144,9 @@ class TrainConfig:
         "float32", metavar="NAME",
         help="training arithmetic: float32; mixed_bfloat16 (bfloat16 arithmetic on float32 "
              "weights, a CNN's dense head in float32: faster where the hardware has bfloat16 "
-             "units); or "
-             "auto: mixed_bfloat16 where that was measured faster (TensorFlow or torch on a CPU "
-             "with bfloat16 units), float32 elsewhere. The saved model is float32 either way")
+             "units); or auto: mixed_bfloat16 where that was measured faster (TensorFlow or "
+             "torch on a CPU with bfloat16 units; `info` says), float32 elsewhere. The saved "
+             "model is float32 either way")
     early_stopping_patience: int = _field(
         0, flags=("--patience",),
         help="epochs without a better validation loss before stopping; 0 disables (the best "
