@@ -322,11 +322,6 @@ def _secs(r: dict[str, Any]) -> str:
     return f"{r['train_seconds_mean']:.1f} ± {r['train_seconds_std']:.1f}"
 
 
-def _precision(r: dict[str, Any]) -> str:
-    # Results saved before the precision was recorded trained in float32 unless a variant said.
-    return r.get("precision") or r.get("overrides", {}).get("precision", "float32")
-
-
 def training_markdown(t: dict[str, Any]) -> list[str]:
     """The `training` section as Markdown."""
     lines = ["## Training speed and accuracy (`training`)", "",
@@ -337,11 +332,11 @@ def training_markdown(t: dict[str, Any]) -> list[str]:
              "peak RSS |",
              "|---|---|---|--:|--:|--:|--:|"]
     for name, r in t["baselines"].items():
-        lines.append(f"| {r['description']} (`{name}`) | reference | {_precision(r)} | "
+        lines.append(f"| {r['description']} (`{name}`) | reference | {r['precision']} | "
                      f"{_pct(r)} | {_secs(r)} | 1× | {r['peak_rss_mb']:.0f} MiB |")
     for name, r in t["presets"].items():
         speedup = f"**{r['speedup']:.1f}×** vs `{r['baseline']}`" if "speedup" in r else "–"
-        lines.append(f"| `{name}`: {r['description']} | ours | {_precision(r)} | {_pct(r)} | "
+        lines.append(f"| `{name}`: {r['description']} | ours | {r['precision']} | {_pct(r)} | "
                      f"{_secs(r)} | {speedup} | {r['peak_rss_mb']:.0f} MiB |")
     if t.get("augmentation"):
         lines += ["", "| augmentation of | policy | augmented images/s | training images/s |",
