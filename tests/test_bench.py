@@ -60,15 +60,23 @@ def test_ablation_best_and_calibration_sections(quick):
     ablation = sections["ablation"]
     assert ablation["cnn_fast/no-label-smoothing"]["overrides"] == {"label_smoothing": 0.0}
     best = sections["best"]
-    assert best["seeds"] == 2 and 0 <= best["ensemble"]["test_accuracy"] <= 1
-    assert "ensemble of those 2" in quick[2]
-    # The same runs, averaged over test-time views: one model each, then all together.
-    assert [t["members"] for t in best["tta"]["runs"]] == [1, 1]
-    assert best["tta"]["views"] == best["ensemble_tta"]["views"] == 3
-    assert best["ensemble_tta"]["members"] == 2 and best["ensemble"]["views"] == 1
-    assert 0 <= best["tta"]["test_accuracy_mean"] <= 1
-    assert "the ensemble with test-time views" in quick[2]
-    assert "(first 2 seeds: " in quick[2]
+    assert list(best["presets"]) == list(training_bench.BEST_PRESETS) == ["cnn_wide", "cnn_best"]
+    for name, p in best["presets"].items():
+        assert p["seeds"] == 2 and 0 <= p["ensemble"]["test_accuracy"] <= 1
+        # The same runs, averaged over test-time views: one model each, then all together.
+        assert [t["members"] for t in p["tta"]["runs"]] == [1, 1]
+        assert p["tta"]["views"] == p["ensemble_tta"]["views"] == 3
+        assert p["ensemble_tta"]["members"] == 2 and p["ensemble"]["views"] == 1
+        assert 0 <= p["tta"]["test_accuracy_mean"] <= 1
+        assert p["precision"] == backend.precision("auto")
+        assert f"| `{name}` | 2 |" in quick[2]
+    # Then every run of both presets in one model.
+    assert best["ensemble"]["members"] == best["ensemble_tta"]["members"] == 4
+    assert best["ensemble_tta"]["views"] == 3 and best["ensemble"]["views"] == 1
+    assert quick[2].count("ensemble of those 2") == 2
+    assert quick[2].count("the ensemble with test-time views") == 2
+    assert quick[2].count("First 2 seeds: ") == 2
+    assert "All 4 runs of `cnn_wide` and `cnn_best` averaged" in quick[2]
     feedforward = sections["feedforward"]
     assert feedforward["preset"] == training_bench.FEEDFORWARD_PRESET == "mlp_elastic"
     assert feedforward["seeds"] == 1 and 0 <= feedforward["test_accuracy_mean"] <= 1

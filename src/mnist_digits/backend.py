@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import importlib.metadata
 import importlib.util
 import logging
@@ -195,6 +196,7 @@ def steps_per_execution() -> int:
 _BFLOAT16_FLAGS = ("avx512_bf16", "amx_bf16")
 
 
+@functools.cache  # `info` and every `auto` run ask; the flags do not change while we run
 def cpu_has_bfloat16(cpuinfo: str | os.PathLike = "/proc/cpuinfo") -> bool:
     """Whether the CPU has bfloat16 units; False where its flags cannot be read."""
     try:
