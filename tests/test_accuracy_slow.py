@@ -13,7 +13,8 @@ pytestmark = pytest.mark.slow
 
 @pytest.mark.parametrize(("model", "goal"), [
     ("cnn_fast", 0.992), ("mlp_fast", 0.982), ("mlp_deskew", 0.982), ("mlp_aug", 0.988),
-    ("cnn_best", 0.9965),
+    # The long presets' goals are means over seeds; one seed checks that they still get near.
+    ("cnn_best", 0.9965), ("cnn_wide", 0.9965),
 ])
 def test_preset_reaches_its_accuracy_goal(model, goal, tmp_path):
     config = resolve_config({}, {"model": model, "seed": 0})
