@@ -47,7 +47,7 @@ lint: $(STAMP)
 compare: $(STAMP)
 	$(BIN)/mnist-digits compare --models all --seeds 3
 
-# Every benchmark section in one go (about two and a half hours on 2 cores); writes
+# Every benchmark section in one go (about three hours on 2 cores); writes
 # bench/results/<date>-<host>.json and .md. `mnist-digits bench --only SECTION` runs one.
 bench: $(STAMP)
 	$(BIN)/mnist-digits bench

@@ -410,11 +410,11 @@ _CNN_BEST_RECIPE = {"epochs": 40, "batch_size": 128, "learning_rate": 3e-3,
                     "augment": {"rotation": 10.0, "shift": 2.0, "zoom": 0.1, "squish": 0.1}}
 
 
-# Precision "auto" as cnn_fast: in mixed bfloat16 on this CPU (seed 0) 99.68% in 222 s, against
-# 99.70% in 385 s in float32.
+# Precision "auto" as cnn_fast. On this CPU, `bench --only best` (seeds 0-4): 99.68% +- 0.04 in
+# 226-250 s each in mixed bfloat16, where float32 measured 99.67% +- 0.03 in about 390 s.
 @register_model(
     "cnn",
-    description="Best single CNN: conv32@5x5-pool-conv64-pool-dense256(BN), augmentation, "
+    description="Frontier CNN: conv32@5x5-pool-conv64-pool-dense256(BN), augmentation, "
                 "40 epochs.",
     **_CNN_BEST_RECIPE, precision="auto")
 def cnn_best(**options: Any) -> keras.Model:
@@ -426,12 +426,13 @@ def cnn_best(**options: Any) -> keras.Model:
 # 99.69% alone, where cnn_best measured 99.64-99.71%. On 2 CPU cores (seeds 0-4): 99.69% +- 0.03
 # in 17-27 minutes each (an epoch 20-23 s against cnn_best's 10), and the five averaged 99.76%
 # (24 errors) against cnn_best's five 99.73% (27). With precision "auto" (convolutions in
-# bfloat16 on this CPU, seeds 0-2): 99.72% +- 0.02 in 496-519 s each, under the single-model
-# goal's 10 minutes, where float32 measured 99.71% +- 0.02 for the same seeds.
+# bfloat16 on this CPU), `bench --only best` (seeds 0-4): 99.72% +- 0.03 in 520-573 s each, the
+# most accurate single model and under the single-model goal's 10 minutes; its five averaged
+# with cnn_best's five, 99.79%.
 @register_model(
     "cnn",
-    description="Wide CNN conv64@5x5-pool-conv128-pool-dense256(BN): cnn_best's recipe, a "
-                "diverse ensemble member.",
+    description="Wide CNN conv64@5x5-pool-conv128-pool-dense256(BN): cnn_best's recipe, the "
+                "most accurate single model.",
     **_CNN_BEST_RECIPE, precision="auto")
 def cnn_wide(**options: Any) -> keras.Model:
     return build_cnn("cnn_wide", **{**_CNN_BEST_NETWORK, "stages": ((64,), (128,)), **options})
