@@ -380,7 +380,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = _command(sub, "bench", "measure and record the figures the README quotes",
                  "Measures training speed and accuracy against reference recipes, ablations, "
-                 "the best preset and its ensemble, the best feedforward net, calibration, "
+                 "the best presets and their ensembles, the best feedforward net, calibration, "
                  "reading user-style images and numbers, rejecting non-digits, inference speed "
                  "and the server under load. Writes bench/results/<date>-<host>.json and .md. "
                  "All of it takes about three hours on 2 cores.",

@@ -1,5 +1,5 @@
 """Bench sections about training: speed and accuracy against reference recipes (`training`),
-recipe ablations (`ablation`), the best preset and its ensemble (`best`), and the calibration
+recipe ablations (`ablation`), the best presets and their ensembles (`best`), and the calibration
 of every preset (`calibration`).
 
 Every training run happens in a fresh child process, so its peak RSS is its own and no run warms
