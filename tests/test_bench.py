@@ -195,6 +195,10 @@ def test_backends_section_trains_and_infers_on_every_backend(quick):
         assert entry["inference"]["batched_images_per_second"] > 0
         assert entry["inference"]["single_image_ms_p95"] >= \
             entry["inference"]["single_image_ms_median"] > 0
+        # cnn_fast's "auto", as each backend resolved it (the test machine has no GPU).
+        bfloat16 = name != "jax" and backend.cpu_has_bfloat16()
+        assert entry["precision"] == ("mixed_bfloat16" if bfloat16 else "float32")
+        assert f"| {name} {entry['version']} | {entry['precision']} |" in quick[2]
     cache = section["backends"]["jax"]["compile_cache"]
     assert cache["cold_first_epoch_seconds"] > 0 and cache["warm_first_epoch_seconds"] > 0
     assert "## Backends (`backends`)" in quick[2]

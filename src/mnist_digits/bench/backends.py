@@ -46,7 +46,9 @@ def _job(name: str, seed: int, quick: bool, work_dir: str, jit_compile: Any,
     epochs = runs.read_history(run_dir)["epoch_seconds"]
     result: dict[str, Any] = {"seed": seed, "epoch_seconds": epochs,
                               "train_seconds": metrics["train_seconds"],
-                              "test_accuracy": metrics["test"]["accuracy"]}
+                              "test_accuracy": metrics["test"]["accuracy"],
+                              # What the preset's `auto` resolved to on this backend.
+                              "precision": backend.precision(config.precision)}
     if inference:
         model = predict.load_model(None)
         (_, _), (x_test, _) = data.load_mnist()
@@ -106,6 +108,7 @@ def _summary(results: list[dict[str, Any]]) -> dict[str, Any]:
         "train_seconds_median": statistics.median(r["train_seconds"] for r in results),
         "test_accuracy_mean": float(np.mean([r["test_accuracy"] for r in results])),
         "reached_target": sum(r["test_accuracy"] >= TARGET for r in results),
+        "precision": ", ".join(sorted({r["precision"] for r in results})),
     }
 
 
@@ -151,17 +154,18 @@ def backends_markdown(r: dict[str, Any]) -> list[str]:
              f"`{r['preset']}` over {r['seeds']} seed(s) per backend, each run in a fresh "
              f"process; the packaged model's inference through the compiled forward pass "
              f"(after its warm-up).", "",
-             "| backend | first epoch s | later epochs s | training s | test acc. (%) | "
-             f"runs ≥ {100 * r['target']:.1f}% | batched images/s | one image median / p95 "
-             "ms |", "|---|--:|--:|--:|--:|--:|--:|--:|"]
+             "| backend | precision | first epoch s | later epochs s | training s | "
+             f"test acc. (%) | runs ≥ {100 * r['target']:.1f}% | batched images/s | one image "
+             "median / p95 ms |", "|---|---|--:|--:|--:|--:|--:|--:|--:|"]
     for name, e in r["backends"].items():
         if not e.get("version"):
-            lines.append(f"| {name} | not installed | | | | | | |")
+            lines.append(f"| {name} | not installed | | | | | | | |")
             continue
         inf = e["inference"]
         steady = f"{e['epoch_seconds_median']:.1f}" if e["epoch_seconds_median"] else "–"
         lines.append(
-            f"| {name} {e['version']} | {e['first_epoch_seconds_median']:.1f} | {steady} | "
+            f"| {name} {e['version']} | {e['precision']} | "
+            f"{e['first_epoch_seconds_median']:.1f} | {steady} | "
             f"{e['train_seconds_median']:.1f} | {100 * e['test_accuracy_mean']:.2f} | "
             f"{e['reached_target']}/{len(e['runs'])} | {inf['batched_images_per_second']:,.0f} "
             f"| {inf['single_image_ms_median']:.2f} / {inf['single_image_ms_p95']:.2f} |")
