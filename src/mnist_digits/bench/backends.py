@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from mnist_digits.bench.context import Context, Section, environment
+from mnist_digits.bench.training import recorded_precision
 
 PRESET = "cnn_fast"
 TARGET = 0.992
@@ -108,7 +109,7 @@ def _summary(results: list[dict[str, Any]]) -> dict[str, Any]:
         "train_seconds_median": statistics.median(r["train_seconds"] for r in results),
         "test_accuracy_mean": float(np.mean([r["test_accuracy"] for r in results])),
         "reached_target": sum(r["test_accuracy"] >= TARGET for r in results),
-        "precision": ", ".join(sorted({r["precision"] for r in results})),
+        "precision": recorded_precision(results),
     }
 
 

@@ -139,6 +139,11 @@ def _in_child(fn: Callable[..., Any], *args: Any) -> Any:
         return pool.submit(fn, *args).result()
 
 
+def recorded_precision(results: list[dict[str, Any]]) -> str:
+    """The precisions a preset's runs trained in, as recorded: one name unless they differed."""
+    return ", ".join(sorted({r["precision"] for r in results}))
+
+
 def _summary(results: list[dict[str, Any]]) -> dict[str, Any]:
     from mnist_digits.compare import mean_std
 
@@ -147,7 +152,7 @@ def _summary(results: list[dict[str, Any]]) -> dict[str, Any]:
     return {"runs": results, "seeds": len(results), "test_accuracy_mean": acc,
             "test_accuracy_std": acc_std, "train_seconds_mean": seconds,
             "train_seconds_std": seconds_std,
-            "precision": ", ".join(sorted({r["precision"] for r in results})),
+            "precision": recorded_precision(results),
             "peak_rss_mb": max(r["peak_rss_mb"] for r in results)}
 
 
