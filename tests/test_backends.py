@@ -70,6 +70,16 @@ def test_each_backend_trains_in_mixed_bfloat16_and_saves_a_float32_model(probes,
 
 
 @pytest.mark.parametrize("name", backend.BACKENDS)
+def test_each_backend_distills_a_teacher_into_a_student_saved_alone(probes, name):
+    from mnist_digits import models
+
+    distilled = probes[name]["distilled"]
+    # Its labels all say 0 (a tenth of the test digits): the rest came from the teacher.
+    assert distilled["accuracy"] >= 0.3 and distilled["teacher_accuracy"] > 0.5
+    assert distilled["saved_params"] == models.build_model("mlp_small").count_params()
+
+
+@pytest.mark.parametrize("name", backend.BACKENDS)
 def test_each_backend_writes_tensorboard_scalars(probes, name):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 

@@ -145,7 +145,8 @@ def test_every_flag_given_lands_in_the_config(tmp_path):
               "lr-schedule": "cosine", "warmup-epochs": "0.5", "weight-decay": "0.001",
               "label-smoothing": "0.1", "ema": "0.999", "patience": "2", "val-size": "500",
               "seed": "7", "data-dir": str(tmp_path), "limit": "300", "outliers": "0.2",
-              "precision": "mixed_bfloat16"}
+              "precision": "mixed_bfloat16", "teacher": "packaged", "distill-weight": "2",
+              "distill-temperature": "3"}
     argv = ["train", "--model", "mlp_small", "--option", "dropout=0.3", "--augment", "light"]
     for flag, value in values.items():
         argv += [f"--{flag}", value]
@@ -155,6 +156,7 @@ def test_every_flag_given_lands_in_the_config(tmp_path):
     assert given["learning_rate"] == 0.01 and given["model_options"] == {"dropout": 0.3}
     assert given["ema_momentum"] == 0.999 and given["precision"] == "mixed_bfloat16"
     assert given["augment"] == {"rotation": 8.0, "shift": 2.0, "zoom": 0.08}
+    assert given["teacher"] == "packaged" and given["distill_temperature"] == 3.0
 
 
 def _subcommands(parser: argparse.ArgumentParser):

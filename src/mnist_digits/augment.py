@@ -278,11 +278,21 @@ def with_augmentation(model: keras.Model, policy: Mapping[str, float],
     The result keeps the network's name, input and output, so it trains, saves and predicts like
     the bare network. The augmentation layers are active only when called with `training=True`.
     """
+    return augmented(model, policy, seed)[0]
+
+
+def augmented(model: keras.Model, policy: Mapping[str, float], seed: int | None = None
+              ) -> tuple[keras.Model, keras.KerasTensor]:
+    """`with_augmentation`'s model, and the symbolic augmented images that its network reads.
+
+    A training model that needs those images too (`distill.with_teacher`, whose teacher reads
+    the same distorted digits as the student) builds on the second value.
+    """
     stack = augmentation_layers(policy, seed)
     if not stack:
-        return model
+        return model, model.input
     inputs = keras.Input(model.input_shape[1:], name="image")
     x = inputs
     for layer in stack:
         x = layer(x)
-    return keras.Model(inputs, model(x), name=model.name)
+    return keras.Model(inputs, model(x), name=model.name), x

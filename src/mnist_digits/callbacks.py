@@ -48,12 +48,16 @@ class BestModelSaver(keras.callbacks.Callback):
         path: the `.keras` file.
         best: the best validation loss so far, when resuming, so that a worse epoch after the
             resume cannot overwrite a better model.
+        model: the model to save, if not the one being fitted: a part of it that shares its
+            weights (a distilled student without its teacher, `distill.with_teacher`).
     """
 
-    def __init__(self, path: Path, best: float | None = None) -> None:
+    def __init__(self, path: Path, best: float | None = None,
+                 model: keras.Model | None = None) -> None:
         super().__init__()
         self.path = path
         self.best = best
+        self.saved = model
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         current = (logs or {}).get("val_loss")
@@ -61,7 +65,7 @@ class BestModelSaver(keras.callbacks.Callback):
             return
         if self.best is None or current < self.best:
             self.best = float(current)
-            modelfile.save_model(self.model, self.path)
+            modelfile.save_model(self.saved or self.model, self.path)
 
 
 class ScalarLogger(keras.callbacks.Callback):

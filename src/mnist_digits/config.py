@@ -161,6 +161,17 @@ class TrainConfig:
         0.0, metavar="SHARE",
         help="synthetic non-digits added to training, as a share of it (e.g. 0.15), with a "
              "uniform target, so the model learns to say 'not a digit'")
+    teacher: str | None = _field(
+        None, metavar="RUN_DIR",
+        help="knowledge distillation: train on this model's probabilities for each augmented "
+             "image as well as on the labels; 'packaged' (the packaged reading model) or a "
+             "finished run folder trained on the same split")
+    distill_weight: float = _field(
+        1.0, metavar="W", help="with --teacher: weight of the teacher's term against the label "
+                               "loss")
+    distill_temperature: float = _field(
+        1.0, metavar="T", help="with --teacher: temperature that softens the teacher's and the "
+                               "student's probabilities alike in the teacher's term")
 
     def __post_init__(self) -> None:
         # Types first, so a JSON file with "epochs": "ten" gets a clear message, not a crash later.
@@ -201,6 +212,13 @@ class TrainConfig:
             raise ConfigError(f"val_size must be at least 1, got {self.val_size}")
         if not 0 <= self.outliers <= 1:
             raise ConfigError(f"outliers must be in [0, 1], got {self.outliers}")
+        if self.teacher is not None and not self.teacher.strip():
+            raise ConfigError("teacher must be 'packaged' or a run folder, got an empty string")
+        if not self.distill_weight >= 0:
+            raise ConfigError(f"distill_weight must be >= 0, got {self.distill_weight}")
+        if not self.distill_temperature > 0:
+            raise ConfigError(f"distill_temperature must be positive, got "
+                              f"{self.distill_temperature}")
         if self.limit is not None and self.limit < 1:
             raise ConfigError(f"limit must be at least 1, got {self.limit}")
         # A plain dict, so the config serializes and compares the same whatever was passed in.

@@ -35,6 +35,7 @@ from mnist_digits import (
     backend,
     calibrate,
     data,
+    distill,
     evaluate,
     modelfile,
     models,
@@ -277,11 +278,18 @@ def _fit(config: TrainConfig, run_dir: Path, x_train: np.ndarray, y_train: np.nd
          callbacks: Sequence[keras.callbacks.Callback], jit_compile: bool | str | None) -> None:
     """Builds, compiles and fits the model, with the run folder's callbacks."""
     with dtype_policy(config.precision):
-        model = augment.with_augmentation(
+        model, images = augment.augmented(
             models.build_model(config.model, **config.model_options), config.augment,
             seed=config.seed)
+    # What trains: the model, or with a teacher the model and the teacher's loss; `model` alone
+    # is checkpointed either way.
+    trainer = model
+    if config.teacher:
+        trainer = distill.with_teacher(model, images, distill.load_teacher(config),
+                                       weight=config.distill_weight,
+                                       temperature=config.distill_temperature)
     fit_data = backend.fit_data(x_train, y_train, (x_val, y_val), batch_size)
-    model.compile(
+    trainer.compile(
         optimizer=make_optimizer(config, fit_data.steps_per_epoch),
         loss=keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing),
         metrics=["accuracy"],
@@ -302,7 +310,7 @@ def _fit(config: TrainConfig, run_dir: Path, x_train: np.ndarray, y_train: np.nd
         keras.callbacks.CSVLogger(str(history_path), append=resume),
         # On resume the checkpoint must not forget the best loss so far, or the first resumed
         # epoch would overwrite a better model.keras.
-        BestModelSaver(run_dir / runs.MODEL, best=best_so_far),
+        BestModelSaver(run_dir / runs.MODEL, best=best_so_far, model=model),
         *([keras.callbacks.EarlyStopping(monitor="val_loss",
                                          patience=config.early_stopping_patience,
                                          restore_best_weights=True)]
@@ -321,7 +329,7 @@ def _fit(config: TrainConfig, run_dir: Path, x_train: np.ndarray, y_train: np.nd
              models.count_params(model), config.epochs, run_dir)
     try:
         with guard:
-            model.fit(
+            trainer.fit(
                 **fit_data.fit_kwargs,
                 epochs=config.epochs,
                 callbacks=all_callbacks,

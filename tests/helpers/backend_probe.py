@@ -89,6 +89,16 @@ def train_and_check(out: Path) -> dict:
                                                   "thicken": 0.2, "lowres": 0.2}})
     augmented = train.train(every_layer, runs.new_run_dir(out, "mlp_small", "augmented"),
                             splits=splits)
+    # Distillation through this backend's train step: every training label says 0, so what
+    # the student reads it learned from the teacher (the cnn_fast run above).
+    misled = np.zeros_like(splits.y_train)
+    misled[:, 0] = 1
+    student_dir = runs.new_run_dir(out, "mlp_small", "student")
+    student = train.train(
+        resolve_config({}, {"model": "mlp_small", "epochs": 6, "batch_size": 64,
+                            "learning_rate": 3e-3, "augment": {"rotation": 5},
+                            "teacher": str(second_dir), "distill_weight": 20.0}),
+        student_dir, splits=dataclasses.replace(splits, y_train=misled))
     mixed_dir = runs.new_run_dir(out, "cnn_fast", "bf16")
     trained_in = _ComputeDtypes()
     mixed = train.train(dataclasses.replace(config, precision="mixed_bfloat16"), mixed_dir,
@@ -119,6 +129,9 @@ def train_and_check(out: Path) -> dict:
         "compiled_vs_eager": float(np.max(np.abs(compiled - eager))),
         "tta_vs_scipy": tta_error,
         "augmented_accuracy": augmented["test"]["accuracy"],
+        "distilled": {"accuracy": student["test"]["accuracy"],
+                      "teacher_accuracy": second["test"]["accuracy"],
+                      "saved_params": predict.load_model(student_dir).count_params()},
         "mixed": {"trained_in": trained_in.seen, "saved_in": saved_in,
                   "accuracy": mixed["test"]["accuracy"]},
     }
