@@ -146,7 +146,7 @@ def test_every_flag_given_lands_in_the_config(tmp_path):
               "label-smoothing": "0.1", "ema": "0.999", "patience": "2", "val-size": "500",
               "seed": "7", "data-dir": str(tmp_path), "limit": "300", "outliers": "0.2",
               "precision": "mixed_bfloat16", "teacher": "packaged", "distill-weight": "2",
-              "distill-temperature": "3"}
+              "distill-temperature": "3", "keep-epoch": "best"}
     argv = ["train", "--model", "mlp_small", "--option", "dropout=0.3", "--augment", "light"]
     for flag, value in values.items():
         argv += [f"--{flag}", value]

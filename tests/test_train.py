@@ -283,3 +283,42 @@ def test_auto_precision_is_saved_as_what_the_run_trained_in(tmp_path, tiny_split
     train.train(tiny_config(precision="auto"), run_dir, splits=tiny_splits)
     assert runs.read_config(run_dir).config.precision == expected
     assert json.loads((run_dir / runs.STATUS).read_text())["state"] == "done"
+
+
+@pytest.mark.parametrize("every_epoch, saved_after", [(False, [0, 2]), (True, [0, 1, 2, 3])])
+def test_the_checkpoint_keeps_the_best_epoch_or_every_last_one(monkeypatch, tmp_path,
+                                                                every_epoch, saved_after):
+    from mnist_digits import callbacks
+
+    saves = []
+    monkeypatch.setattr(callbacks.modelfile, "save_model", lambda model, path: saves.append(
+        saver.epoch))
+    saver = callbacks.BestModelSaver(tmp_path / "model.keras", every_epoch=every_epoch)
+    saver.set_model(keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)]))
+    for epoch, loss in enumerate([1.0, 1.5, 0.5, 0.9]):
+        saver.epoch = epoch
+        saver.on_epoch_end(epoch, {"val_loss": loss})
+    assert saves == saved_after
+
+
+class FinalWeights(keras.callbacks.Callback):
+    def on_train_end(self, logs=None):
+        self.weights = [keras.ops.convert_to_numpy(w) for w in self.model.weights]
+
+
+def test_keep_epoch_last_saves_the_weights_training_ended_with(tmp_path, tiny_splits):
+    final = FinalWeights()
+    run_dir = runs.new_run_dir(tmp_path, "mlp_small")
+    train.train(tiny_config(epochs=3, keep_epoch="last"), run_dir, splits=tiny_splits,
+                callbacks=[final])
+    saved = [keras.ops.convert_to_numpy(w) for w in predict.load_model(run_dir).weights]
+    assert len(saved) == len(final.weights)
+    for got, expected in zip(saved, final.weights, strict=True):
+        np.testing.assert_array_equal(got, expected)
+
+
+def test_keep_epoch_is_best_or_last_and_last_refuses_early_stopping():
+    with pytest.raises(ConfigError, match="unknown keep_epoch 'first'; choose one of best, last"):
+        tiny_config(keep_epoch="first")
+    with pytest.raises(ConfigError, match="contradict"):
+        tiny_config(keep_epoch="last", early_stopping_patience=2)

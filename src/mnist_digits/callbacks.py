@@ -39,7 +39,8 @@ class EpochTimer(keras.callbacks.Callback):
 
 
 class BestModelSaver(keras.callbacks.Callback):
-    """Saves the model whenever validation loss improves, atomically and with its manifest.
+    """Saves the model whenever validation loss improves (or every epoch), atomically and with
+    its manifest.
 
     Keras's ModelCheckpoint writes in place, so a crash mid-save would leave a broken
     `model.keras`; this one writes a temporary file and renames it (`modelfile.save_model`).
@@ -50,20 +51,23 @@ class BestModelSaver(keras.callbacks.Callback):
             resume cannot overwrite a better model.
         model: the model to save, if not the one being fitted: a part of it that shares its
             weights (a distilled student without its teacher, `distill.with_teacher`).
+        every_epoch: save after every epoch instead, so the last one is kept
+            (`TrainConfig.keep_epoch`).
     """
 
     def __init__(self, path: Path, best: float | None = None,
-                 model: keras.Model | None = None) -> None:
+                 model: keras.Model | None = None, every_epoch: bool = False) -> None:
         super().__init__()
         self.path = path
         self.best = best
         self.saved = model
+        self.every_epoch = every_epoch
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         current = (logs or {}).get("val_loss")
         if current is None or math.isnan(current):
             return
-        if self.best is None or current < self.best:
+        if self.every_epoch or self.best is None or current < self.best:
             self.best = float(current)
             modelfile.save_model(self.saved or self.model, self.path)
 

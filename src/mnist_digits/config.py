@@ -20,6 +20,7 @@ from mnist_digits.errors import ConfigError
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
 LR_SCHEDULES = ("constant", "cosine", "warmup_cosine")
 PRECISIONS = ("auto", "float32", "mixed_bfloat16")
+KEEP_EPOCHS = ("best", "last")
 DEFAULT_MODEL = "cnn_fast"
 
 # Parameter -> (meaning, upper bound that still leaves a readable digit).
@@ -151,6 +152,11 @@ class TrainConfig:
         0, flags=("--patience",),
         help="epochs without a better validation loss before stopping; 0 disables (the best "
              "weights on validation are restored either way)")
+    keep_epoch: str = _field(
+        "best", metavar="WHICH",
+        help="the epoch whose weights the run keeps: best (the lowest validation loss) or last "
+             "(for a schedule that decays to 0, where a distilled student's loss against the "
+             "labels is no guide)")
     val_size: int = _field(10_000, help="training images held out for validation (the last ones)")
     seed: int = _field(0, help="seed of the weights, shuffling, dropout and augmentation")
     data_dir: str | None = _field(None, help="folder with the MNIST .gz files (default: the "
@@ -208,6 +214,12 @@ class TrainConfig:
         if self.early_stopping_patience < 0:
             raise ConfigError("early_stopping_patience must be >= 0 (0 disables it), got "
                               f"{self.early_stopping_patience}")
+        if self.keep_epoch not in KEEP_EPOCHS:
+            raise ConfigError(f"unknown keep_epoch {self.keep_epoch!r}; choose one of "
+                              f"{', '.join(KEEP_EPOCHS)}")
+        if self.keep_epoch == "last" and self.early_stopping_patience:
+            raise ConfigError("keep_epoch last and early stopping contradict each other (early "
+                              "stopping restores the best weights); drop one of them")
         if self.val_size < 1:
             raise ConfigError(f"val_size must be at least 1, got {self.val_size}")
         if not 0 <= self.outliers <= 1:

@@ -310,7 +310,8 @@ def _fit(config: TrainConfig, run_dir: Path, x_train: np.ndarray, y_train: np.nd
         keras.callbacks.CSVLogger(str(history_path), append=resume),
         # On resume the checkpoint must not forget the best loss so far, or the first resumed
         # epoch would overwrite a better model.keras.
-        BestModelSaver(run_dir / runs.MODEL, best=best_so_far, model=model),
+        BestModelSaver(run_dir / runs.MODEL, best=best_so_far, model=model,
+                       every_epoch=config.keep_epoch == "last"),
         *([keras.callbacks.EarlyStopping(monitor="val_loss",
                                          patience=config.early_stopping_patience,
                                          restore_best_weights=True)]
