@@ -78,9 +78,9 @@ def test_ablation_best_and_calibration_sections(quick):
     assert quick[2].count("First 2 seeds: ") == 2
     assert "All 4 runs of `cnn_wide` and `cnn_best` averaged" in quick[2]
     feedforward = sections["feedforward"]
-    assert feedforward["preset"] == training_bench.FEEDFORWARD_PRESET == "mlp_elastic"
+    assert feedforward["preset"] == training_bench.FEEDFORWARD_PRESET == "mlp_distill"
     assert feedforward["seeds"] == 1 and 0 <= feedforward["test_accuracy_mean"] <= 1
-    assert "| `mlp_elastic` | 1 |" in quick[2]
+    assert "| `mlp_distill` | 1 |" in quick[2]
     calibration = {k: v for k, v in sections["calibration"].items() if k != "seconds"}
     assert set(calibration) == {"mlp_small", "cnn_fast"}
     assert all(0 <= r["test_ece"] <= 1 and r["temperature"] > 0 for r in calibration.values())

@@ -11,8 +11,10 @@ network"; Ba and Caruana 2014).
 The teacher sits inside the training model, after the augmentation layers, and reads the same
 augmented batch as the student, on any backend. It is frozen and always in inference mode. Its
 term is added to the loss only in training, so `val_loss` stays the student's own cross-entropy
-against the labels, comparable with every other run's and what the checkpoint picks by. The
-saved `model.keras` is the student alone: nothing of the teacher goes into it.
+against the labels, comparable with every other run's. (Softened at a temperature above 1, the
+student's loss against the labels rises while its accuracy still improves, so such a recipe
+keeps its last epoch: `TrainConfig.keep_epoch`.) The saved `model.keras` is the student alone:
+nothing of the teacher goes into it.
 
 The teacher must not have trained on this run's validation or test images: `load_teacher`
 refuses one trained on another split.

@@ -4,13 +4,15 @@ Everything goes through `model.fit` and callbacks (Keras's, and three of `callba
 - `EpochTimer` adds each epoch's seconds to its logs;
 - `CSVLogger` writes `history.csv` (appending, so a resumed run keeps its earlier epochs);
 - `BestModelSaver` keeps the best-on-validation-loss model as `model.keras` (atomically, with a
-  manifest);
+  manifest), or the last epoch's with `keep_epoch="last"`;
 - `EarlyStopping` (when patience > 0) stops once validation loss stalls;
 - `ScalarLogger` writes TensorBoard scalars to `tensorboard/`, on every backend;
 - `BackupAndRestore` backs up every epoch to `backup/`, so `--resume` continues an interrupted
   run from its last completed epoch.
 A run in mixed bfloat16 (`config.precision`, which `auto` resolves by the hardware before the
-config is saved) builds its layers under that Keras dtype policy.
+config is saved) builds its layers under that Keras dtype policy. A run with a teacher
+(`config.teacher`) fits a training model that adds the teacher's loss (`distill`) and
+checkpoints the student inside it.
 After fitting, the best checkpoint is reloaded (in float32), a temperature is fitted on the
 validation set and stored in it (`calibrate`), and that model is evaluated, so the figures in
 `metrics.json` are those of the `model.keras` the run leaves behind.

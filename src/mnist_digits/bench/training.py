@@ -48,7 +48,7 @@ TRAINING_VARIANTS: dict[str, tuple[str, dict[str, Any], str]] = {
 # then all of them together: the wide and the narrow network err on partly other digits.
 BEST_PRESETS = ("cnn_wide", "cnn_best")
 # The most accurate feedforward preset, measured on its own (`feedforward`): a long recipe.
-FEEDFORWARD_PRESET = "mlp_elastic"
+FEEDFORWARD_PRESET = "mlp_distill"
 SEEDS = 3
 BEST_SEEDS = 5
 
