@@ -21,7 +21,15 @@ from scipy import optimize
 
 ECE_BINS = 15
 LAYER_NAME = "calibration"
-EPSILON = 1e-12  # floor under probabilities before the log; far below float32's resolution
+_EPSILON = 1e-12  # floor under probabilities before the log; far below float32's resolution
+
+
+def logits(probabilities):
+    """Logits for softmax probabilities, up to a constant per row: log(p), floored.
+
+    Keras ops, so a model's layers (this temperature, `distill`'s softened targets) use it.
+    """
+    return keras.ops.log(keras.ops.maximum(probabilities, _EPSILON))
 
 
 @keras.saving.register_keras_serializable(package="mnist_digits")
@@ -42,8 +50,7 @@ class TemperatureScaling(keras.layers.Layer):
         self.temperature = float(temperature)
 
     def call(self, probabilities):
-        logits = keras.ops.log(keras.ops.maximum(probabilities, EPSILON))
-        return keras.ops.softmax(logits / self.temperature, axis=-1)
+        return keras.ops.softmax(logits(probabilities) / self.temperature, axis=-1)
 
     def compute_output_shape(self, input_shape):
         return input_shape
@@ -79,7 +86,7 @@ def with_temperature(model: keras.Model, temperature: float) -> keras.Model:
 
 def scale(probabilities: np.ndarray, temperature: float) -> np.ndarray:
     """NumPy twin of `TemperatureScaling`: float64 `(n, k)` probabilities at temperature T."""
-    logits = np.log(np.maximum(np.asarray(probabilities, np.float64), EPSILON)) / temperature
+    logits = np.log(np.maximum(np.asarray(probabilities, np.float64), _EPSILON)) / temperature
     logits -= logits.max(axis=1, keepdims=True)
     exp = np.exp(logits)
     return exp / exp.sum(axis=1, keepdims=True)
@@ -108,7 +115,7 @@ def fit_temperature(labels: np.ndarray, probabilities: np.ndarray) -> float:
 
     def log_loss(log_t: float) -> float:
         return float(-np.mean(np.log(np.maximum(
-            scale(probabilities, float(np.exp(log_t)))[rows, labels], EPSILON))))
+            scale(probabilities, float(np.exp(log_t)))[rows, labels], _EPSILON))))
 
     found = optimize.minimize_scalar(log_loss, bounds=(np.log(0.05), np.log(20.0)),
                                      method="bounded", options={"xatol": 1e-4})

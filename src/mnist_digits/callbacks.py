@@ -69,7 +69,7 @@ class BestModelSaver(keras.callbacks.Callback):
             return
         if self.every_epoch or self.best is None or current < self.best:
             self.best = float(current)
-            modelfile.save_model(self.saved or self.model, self.path)
+            modelfile.save_model(self.model if self.saved is None else self.saved, self.path)
 
 
 class ScalarLogger(keras.callbacks.Callback):

@@ -114,8 +114,9 @@ class TeacherLoss(layers.Layer):
 
 
 def _log_softened(probabilities, temperature: float):
-    logits = ops.log(ops.maximum(ops.cast(probabilities, "float32"), calibrate.EPSILON))
-    return ops.log_softmax(logits / temperature, axis=-1)
+    """log softmax(log(p) / T): the log of `calibrate.TemperatureScaling`'s output."""
+    return ops.log_softmax(calibrate.logits(ops.cast(probabilities, "float32")) / temperature,
+                           axis=-1)
 
 
 def _kl_divergence(target, probabilities, temperature: float):
