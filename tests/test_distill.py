@@ -9,9 +9,9 @@ import keras
 import numpy as np
 import pytest
 
-from mnist_digits import distill, models, predict, runs, train
+from mnist_digits import distill, modelfile, models, predict, runs, train
 from mnist_digits.config import resolve_config
-from mnist_digits.errors import ConfigError
+from mnist_digits.errors import ConfigError, RunError
 
 
 def tiny_config(**overrides):
@@ -93,8 +93,53 @@ def test_a_student_learns_from_the_teacher_what_its_labels_do_not_say(tmp_path, 
     assert not any(isinstance(layer, distill.TeacherLoss) for layer in model.layers)
     # The teacher is an mlp_small too: saved with the student, it would double the count.
     assert model.count_params() == models.build_model("mlp_small").count_params()
-    saved = json.loads((student_dir / runs.CONFIG).read_text())["config"]
-    assert saved["teacher"] == str(teacher_run) and saved["distill_weight"] == 20.0
+    saved = json.loads((student_dir / runs.CONFIG).read_text())
+    assert saved["config"]["teacher"] == str(teacher_run)
+    assert saved["config"]["distill_weight"] == 20.0
+    teacher_model = teacher_run / runs.MODEL
+    assert saved["teacher"] == {"teacher": str(teacher_run), "file": str(teacher_model.resolve()),
+                                "sha256": modelfile.sha256_file(teacher_model)}
+    assert "teacher" not in json.loads((teacher_run / runs.CONFIG).read_text())
+
+
+class StopAtEpoch(keras.callbacks.Callback):
+    """Ctrl-C as epoch `epoch` begins, after the one before it was backed up."""
+
+    def __init__(self, epoch):
+        super().__init__()
+        self.epoch = epoch
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if epoch == self.epoch:
+            raise KeyboardInterrupt
+
+
+def test_a_resumed_run_refuses_a_teacher_that_changed_since_it_began(tmp_path, tiny_splits,
+                                                                    teacher_run):
+    config = tiny_config(epochs=4, teacher=str(teacher_run))
+    run_dir = runs.new_run_dir(tmp_path, "mlp_small", "student")
+    with pytest.raises(KeyboardInterrupt):
+        train.train(config, run_dir, splits=tiny_splits, callbacks=[StopAtEpoch(1)])
+    # The same teacher: the run goes on (to the next interruption).
+    with pytest.raises(KeyboardInterrupt):
+        train.train(config, run_dir, splits=tiny_splits, resume=True, callbacks=[StopAtEpoch(2)])
+    assert len(runs.read_history(run_dir)["epoch"]) == 2
+    # Retrained, or replaced: another model in the same file.
+    modelfile.save_model(models.build_model("mlp_small"), teacher_run / runs.MODEL)
+    with pytest.raises(ConfigError, match=r"changed since this run began.*start a new run"):
+        train.train(config, run_dir, splits=tiny_splits, resume=True)
+
+
+def test_the_packaged_teacher_is_identified_by_its_manifests_hash():
+    manifest = json.loads(modelfile.manifest_path(predict.packaged_model_path()).read_text())
+    assert distill.identify(distill.PACKAGED)["sha256"] == manifest["sha256"]
+
+
+def test_a_teacher_run_without_a_model_is_refused_in_one_line(tmp_path):
+    folder = tmp_path / "unfinished"
+    folder.mkdir()
+    with pytest.raises(RunError, match=r"has no model\.keras; is it a finished run folder"):
+        distill.identify(str(folder))
 
 
 def test_a_teacher_that_held_out_other_images_is_refused(tiny_splits, teacher_run, tmp_path):

@@ -17,7 +17,9 @@ keeps its last epoch: `TrainConfig.keep_epoch`.) The saved `model.keras` is the 
 nothing of the teacher goes into it.
 
 The teacher must not have trained on this run's validation or test images: `load_teacher`
-refuses one trained on another split.
+refuses one trained on another split. A run's `config.json` names the model file that taught it
+and that file's SHA-256 (`identify`), so replacing the packaged model or retraining a teacher
+run cannot go unnoticed, and a resumed run refuses a teacher that changed.
 """
 
 from __future__ import annotations
@@ -29,15 +31,56 @@ from typing import Any
 import keras
 from keras import layers, ops
 
-from mnist_digits import calibrate, predict, pretrained, runs
+from mnist_digits import calibrate, modelfile, predict, pretrained, runs
 from mnist_digits.config import TrainConfig
-from mnist_digits.errors import ConfigError
+from mnist_digits.errors import ConfigError, RunError
 
 log = logging.getLogger(__name__)
 
 # `TrainConfig.teacher` for the packaged reading model (`cnn_reader`, 99.62% on test), which
 # every installation has, so a recipe that names it runs anywhere, on a cluster's workers too.
 PACKAGED = "packaged"
+
+
+def teacher_file(teacher: str) -> Path:
+    """The model file that `TrainConfig.teacher` names: the packaged model's, or a run folder's.
+
+    Raises:
+        RunError: the run folder or its model is missing.
+    """
+    if teacher != PACKAGED:
+        return runs.resolve_run_dir(Path(teacher)) / runs.MODEL
+    path = predict.packaged_model_path()
+    if not path.is_file():
+        raise RunError(f"this installation has no packaged model ({path}); reinstall it, or "
+                       f"pass a finished run folder as the teacher")
+    return path
+
+
+def identify(teacher: str) -> dict[str, str]:
+    """What a run records of its teacher: the name it was given, the model file it names and
+    that file's SHA-256 (`modelfile.sha256_file`).
+
+    Raises:
+        RunError: the run folder or its model is missing.
+    """
+    path = teacher_file(teacher)
+    return {"teacher": teacher, "file": str(path.resolve()), "sha256": modelfile.sha256_file(path)}
+
+
+def check_unchanged(recorded: dict[str, str] | None, teacher: str) -> None:
+    """Raises ConfigError if the teacher's model file is not the one `recorded` (by `identify`,
+    when the run began) names: a resumed run would learn from two teachers.
+
+    Runs from before teachers were recorded have nothing to check against, and pass.
+    """
+    if recorded is None:
+        return
+    now = identify(teacher)
+    if now["sha256"] != recorded["sha256"]:
+        raise ConfigError(f"the teacher {recorded['file']} changed since this run began "
+                          f"(SHA-256 {recorded['sha256'][:16]}, now {now['sha256'][:16]}); "
+                          f"restore it, or start a new run")
 
 
 def load_teacher(config: TrainConfig) -> keras.Model:

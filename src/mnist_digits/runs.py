@@ -258,6 +258,8 @@ class SavedConfig:
         environment: versions and machine details recorded when the run started.
         distribution: how a trained run was spread over devices (`{"kind": "data_parallel",
             "devices": N, "processes": P}`), or None for one device.
+        teacher: a distilled run's teacher (`distill.identify`: its name, model file and the
+            file's SHA-256), or None.
     """
 
     kind: str
@@ -265,6 +267,7 @@ class SavedConfig:
     ensemble: dict[str, Any] | None
     environment: dict[str, Any]
     distribution: dict[str, Any] | None = None
+    teacher: dict[str, Any] | None = None
 
     @property
     def name(self) -> str:
@@ -279,9 +282,10 @@ class SavedConfig:
 
 def write_config(run_dir: str | os.PathLike, *, config: TrainConfig | None = None,
                  ensemble: dict[str, Any] | None = None,
-                 distribution: dict[str, Any] | None = None) -> None:
-    """Writes `config.json` for a trained run (`config`, and its `distribution` if it is
-    spread over devices) or an ensemble (`ensemble`).
+                 distribution: dict[str, Any] | None = None,
+                 teacher: dict[str, Any] | None = None) -> None:
+    """Writes `config.json` for a trained run (`config`, its `distribution` if it is spread
+    over devices and its `teacher` if it is distilled) or an ensemble (`ensemble`).
 
     Raises:
         RunError: the folder cannot be written.
@@ -289,6 +293,8 @@ def write_config(run_dir: str | os.PathLike, *, config: TrainConfig | None = Non
     body: dict[str, Any] = {"config": config.to_dict()} if config else {"ensemble": ensemble}
     if distribution:
         body["distribution"] = distribution
+    if teacher:
+        body["teacher"] = teacher
     try:
         write_json(Path(run_dir) / CONFIG, {**body, "environment": environment()})
     except OSError as err:
@@ -310,7 +316,7 @@ def read_config(run_dir: str | os.PathLike) -> SavedConfig:
         return SavedConfig(ENSEMBLE, None, saved["ensemble"], environment_)
     if isinstance(saved.get("config"), dict):
         return SavedConfig(TRAINED, TrainConfig(**saved["config"]), None, environment_,
-                           saved.get("distribution"))
+                           saved.get("distribution"), saved.get("teacher"))
     raise RunError(f"{path} describes neither a training run nor an ensemble; the run folder "
                    f"may be damaged")
 

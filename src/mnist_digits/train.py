@@ -227,11 +227,14 @@ def train(
     config = dataclasses.replace(config, precision=backend.precision(config.precision))
     if resume:
         _prepare_resume(run_dir)
+        if config.teacher:
+            distill.check_unchanged(runs.read_config(run_dir).teacher, config.teacher)
     else:
         check_free_space(run_dir)
         # Saved before anything else, so even a run that dies at once says what it was.
         runs.write_config(run_dir, config=config,
-                          distribution=data_parallel.record() if data_parallel else None)
+                          distribution=data_parallel.record() if data_parallel else None,
+                          teacher=distill.identify(config.teacher) if config.teacher else None)
     backend.set_random_seed(config.seed)
     if splits is None:
         splits = data.load_splits(**split_settings(config.to_dict()))
