@@ -42,6 +42,23 @@ def test_two_cpu_devices_match_one_device(tmp_path):
     assert accuracy[1] > 0.8
 
 
+def test_a_distilled_run_trains_over_two_devices_as_on_one(tmp_path):
+    # The teacher is loaded inside the distribution's scope, so its weights are laid out over
+    # the devices like the student's, and each device's teacher reads that device's images.
+    # The packaged teacher held out the standard 10k validation images, so the run does too.
+    distilled = (*TRAIN, "--val-size", "10000", "--epochs", "2", "--teacher", "packaged",
+                 "--distill-temperature", "4")
+    one = finished_run(run_cli(*distilled, "--results-dir", str(tmp_path / "1")))
+    two = finished_run(run_cli(*distilled, "--data-parallel", "2",
+                               "--results-dir", str(tmp_path / "2")))
+    saved = runs.read_config(two)
+    assert saved.distribution["devices"] == 2
+    assert saved.teacher["sha256"] == runs.read_config(one).teacher["sha256"]
+    accuracy = [runs.read_json(d / runs.METRICS)["test"]["accuracy"] for d in (one, two)]
+    assert abs(accuracy[0] - accuracy[1]) <= 0.01, accuracy
+    assert accuracy[1] > 0.8
+
+
 def test_two_processes_end_with_identical_weights(tmp_path):
     coordinator = f"127.0.0.1:{free_port()}"
     procs = [subprocess.Popen(
