@@ -42,7 +42,7 @@ log = logging.getLogger(__name__)
 PACKAGED = "packaged"
 
 
-def teacher_file(teacher: str) -> Path:
+def _teacher_file(teacher: str) -> Path:
     """The model file that `TrainConfig.teacher` names: the packaged model's, or a run folder's.
 
     Raises:
@@ -64,7 +64,7 @@ def identify(teacher: str) -> dict[str, str]:
     Raises:
         RunError: the run folder or its model is missing.
     """
-    path = teacher_file(teacher)
+    path = _teacher_file(teacher)
     return {"teacher": teacher, "file": str(path.resolve()), "sha256": modelfile.sha256_file(path)}
 
 
