@@ -43,12 +43,11 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 
-# The README comparison table: every preset, 3 seeds each (about three and a half hours on 2
-# cores).
+# The README comparison table: every preset, 3 seeds each (about four hours on 2 cores).
 compare: $(STAMP)
 	$(BIN)/mnist-digits compare --models all --seeds 3
 
-# Every benchmark section in one go (about three and a quarter hours on 2 cores); writes
+# Every benchmark section in one go (about three and three-quarter hours on 2 cores); writes
 # bench/results/<date>-<host>.json and .md. `mnist-digits bench --only SECTION` runs one.
 bench: $(STAMP)
 	$(BIN)/mnist-digits bench

@@ -383,7 +383,7 @@ def build_parser() -> argparse.ArgumentParser:
                  "the best presets and their ensembles, the best feedforward net, calibration, "
                  "reading user-style images and numbers, rejecting non-digits, inference speed "
                  "and the server under load. Writes bench/results/<date>-<host>.json and .md. "
-                 "All of it takes about three and a quarter hours on 2 cores.",
+                 "All of it takes about three and three-quarter hours on 2 cores.",
                  ["bench --only realworld,numbers,rejection", "bench --quick"])
     p.add_argument("--model", help="run folder or .keras file for the reading, inference and "
                                    "load sections (default: the packaged reading model)")

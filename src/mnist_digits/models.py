@@ -406,17 +406,19 @@ def mlp_elastic(**options: Any) -> keras.Model:
 # 2 CPU cores, seed 0, 20 epochs (docs/results/runs/20261203-*; test accuracy of the kept
 # epoch, then validation at the last): no teacher 99.13, 99.16; T 1 99.20, 99.24; T 4 weight 1
 # 99.10 (epoch 7 kept), 99.27; T 4 weight 3 99.33, 99.27; T 4 weight 1 with stronger warps (12
-# degrees, 3 pixels, zoom and squish 0.12) 99.29, 99.25. `bench --only feedforward` (seeds
-# 0-2, 60 epochs): 99.36% +- 0.04 (99.33, 99.36, 99.40) in 811-891 s each, against mlp_elastic's
-# 99.30% +- 0.04 (99.30, 99.33, 99.26) for the same seeds: the most accurate feedforward net,
-# short of the 99.40% goal. At 20 epochs (`compare --epochs 20`, seeds 0-2): 99.30% +- 0.03 in
-# 277 s against mlp_elastic's 99.17% +- 0.04 in 263 s. The feedforward net is what is saved; the
-# teacher only trains it.
+# degrees, 3 pixels, zoom and squish 0.12) 99.29, 99.25; a cnn_wide teacher (99.71%) 99.29,
+# 99.28. `bench --only feedforward` (seeds 0-2): 100 epochs 99.44% +- 0.03 (99.41, 99.46, 99.45)
+# in 1349-1487 s each; 60 epochs 99.36% +- 0.04 (99.33, 99.36, 99.40) in 811-891 s, against
+# mlp_elastic's 99.30% +- 0.04 (99.30, 99.33, 99.26) for the same seeds. Without a teacher,
+# 100 epochs did not beat 60 (GPU search, 99.32%); with one they do, as Beyer et al. 2022 found for
+# distillation on consistent views ("a good teacher is patient and consistent"). At 20 epochs
+# (`compare --epochs 20`, seeds 0-2): 99.30% +- 0.03 in 277 s against mlp_elastic's 99.17% +-
+# 0.04 in 263 s. The feedforward net is what is saved; the teacher only trains it.
 @register_model(
     "mlp",
     description="FFNN 784-1024-1024-10 as mlp_elastic, distilled from the packaged reading "
-                "CNN.",
-    epochs=60, **_MLP_AUG_RECIPE, augment={**_MLP_AUG_AFFINE, "elastic": 34.0},
+                "CNN, 100 epochs.",
+    epochs=100, **_MLP_AUG_RECIPE, augment={**_MLP_AUG_AFFINE, "elastic": 34.0},
     teacher="packaged", distill_temperature=4.0, distill_weight=3.0, keep_epoch="last")
 def mlp_distill(**options: Any) -> keras.Model:
     return build_mlp("mlp_distill", **{**_MLP_AUG_NETWORK, "deskew": True, **options})
