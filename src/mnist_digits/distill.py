@@ -33,7 +33,7 @@ from keras import layers, ops
 
 from mnist_digits import calibrate, modelfile, predict, pretrained, runs
 from mnist_digits.config import TrainConfig
-from mnist_digits.errors import ConfigError, RunError
+from mnist_digits.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -48,13 +48,9 @@ def _teacher_file(teacher: str) -> Path:
     Raises:
         RunError: the run folder or its model is missing.
     """
-    if teacher != PACKAGED:
-        return runs.resolve_run_dir(Path(teacher)) / runs.MODEL
-    path = predict.packaged_model_path()
-    if not path.is_file():
-        raise RunError(f"this installation has no packaged model ({path}); reinstall it, or "
-                       f"pass a finished run folder as the teacher")
-    return path
+    if teacher == PACKAGED:
+        return predict.packaged_model_file()
+    return runs.resolve_run_dir(Path(teacher)) / runs.MODEL
 
 
 def identify(teacher: str) -> dict[str, str]:
@@ -100,16 +96,15 @@ def load_teacher(config: TrainConfig) -> keras.Model:
     """
     # The loader accepts only the pinned MNIST files, so the data are the same for every run
     # and the split is decided by val_size alone (`limit` takes a subset of the same split).
+    path = _teacher_file(config.teacher)
     if config.teacher == PACKAGED:
         card = runs.read_json(pretrained.package_dir() / pretrained.CARD_JSON)
         val_size = card["recipe"].get("val_size", TrainConfig.val_size)
-        model = predict.load_model(None)
         what = "the packaged model"
     else:
-        folder = runs.resolve_run_dir(Path(config.teacher))
-        val_size = runs.read_config(folder).split["val_size"]
-        model = predict.load_model(folder)
-        what = str(folder)
+        val_size = runs.read_config(path.parent).split["val_size"]
+        what = str(path.parent)
+    model = predict.load_model(path)
     if val_size != config.val_size:
         raise ConfigError(f"teacher {what} held out {val_size} validation images, this run "
                           f"{config.val_size}, so it may have trained on this run's validation "

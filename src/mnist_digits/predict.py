@@ -23,6 +23,18 @@ def packaged_model_path() -> Path:
     return pretrained.package_dir() / pretrained.MODEL_FILE
 
 
+def packaged_model_file() -> Path:
+    """`packaged_model_path`, checked.
+
+    Raises:
+        RunError: this installation has no packaged model.
+    """
+    path = packaged_model_path()
+    if not path.is_file():
+        raise RunError(f"this installation has no packaged model ({path})")
+    return path
+
+
 def load_model(path: str | os.PathLike | None = None) -> keras.Model:
     """Loads a model from a run folder or a `.keras` file, safely; see `modelfile.load_model`.
 
@@ -30,11 +42,7 @@ def load_model(path: str | os.PathLike | None = None) -> keras.Model:
         path: the run folder or file; None means the packaged reading model, which goes through
             the same checks as any other file.
     """
-    if path is None:
-        path = packaged_model_path()
-        if not path.is_file():
-            raise RunError(f"this installation has no packaged model ({path})")
-    return modelfile.load_model(path)
+    return modelfile.load_model(packaged_model_file() if path is None else path)
 
 
 _FORWARD: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()

@@ -101,8 +101,9 @@ def check_free_space(run_dir: Path, need: int = MIN_FREE_BYTES) -> None:
                        f"with --results-dir")
 
 
-def _prepare_resume(run_dir: Path) -> None:
-    """Checks that `run_dir` can be resumed and drops history rows of an unfinished epoch.
+def _prepare_resume(run_dir: Path, config: TrainConfig) -> None:
+    """Checks that `run_dir` can be resumed (with the teacher it began with, if `config` has
+    one) and drops history rows of an unfinished epoch.
 
     The backup is written after history.csv at the end of an epoch, so a kill between the two
     leaves one row more than the backup holds; that epoch is trained again and must not be
@@ -111,6 +112,8 @@ def _prepare_resume(run_dir: Path) -> None:
     if runs.read_status(run_dir).get("state") == "done":
         raise RunError(f"{run_dir} finished already; nothing to resume (start a new run with "
                        f"`mnist-digits train`)")
+    if config.teacher:
+        distill.check_unchanged(runs.read_config(run_dir).teacher, config.teacher)
     completed = runs.backed_up_epochs(run_dir)
     history_path = run_dir / runs.HISTORY
     if history_path.exists():
@@ -226,9 +229,7 @@ def train(
     # Resolved here, where the run trains, so config.json says what it trained in.
     config = dataclasses.replace(config, precision=backend.precision(config.precision))
     if resume:
-        _prepare_resume(run_dir)
-        if config.teacher:
-            distill.check_unchanged(runs.read_config(run_dir).teacher, config.teacher)
+        _prepare_resume(run_dir, config)
     else:
         check_free_space(run_dir)
         # Saved before anything else, so even a run that dies at once says what it was.
