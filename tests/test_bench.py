@@ -12,10 +12,12 @@ import pytest
 from helpers import one_line_error
 from PIL import Image
 
-from mnist_digits import backend, cli, predict, preprocess
+from mnist_digits import backend, pretrained
 from mnist_digits.bench import runner, userimages
 from mnist_digits.bench import training as training_bench
 from mnist_digits.cli import main
+from mnist_digits.defaults import BENCH_SECTIONS
+from mnist_digits.reading.frame import frame_image
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +31,7 @@ def quick(tmp_path_factory):
 def test_quick_bench_runs_every_section_in_order(quick):
     result, _, markdown = quick
     assert result["quick"] is True and result["machine"]["cores"] >= 1
-    assert list(result["sections"]) == list(runner.SECTIONS) == list(cli.BENCH_SECTIONS)
+    assert list(result["sections"]) == list(BENCH_SECTIONS)
     # Each section renders its own part of the Markdown, in run order.
     headings = [line for line in markdown.splitlines() if line.startswith("## ")]
     assert [h[h.index("(`") + 2:h.index("`", h.index("(`") + 2)] for h in headings] == \
@@ -94,7 +96,7 @@ def test_reading_sections_measure_the_packaged_model(quick):
         assert realworld[family]["images"] == 50
         assert 0 <= realworld[family]["accuracy"] <= realworld[family]["argmax_accuracy"] + 0.02
         assert set(realworld[family]["per_kind"]) <= set(kinds)
-    assert realworld["model"] == str(predict.packaged_model_path())
+    assert realworld["model"] == str(pretrained.model_path())
     numbers = sections["numbers"]
     assert numbers["images"] == 20 and 0 <= numbers["exact"] <= numbers["digit_count_right"]
     assert "| user-style (50) |" in quick[2]
@@ -119,7 +121,7 @@ def test_rejection_section_and_its_figure(quick):
 def test_serving_sections(quick):
     sections = quick[0]["sections"]
     assert sections["inference"]["batched_images_per_second"] > 0
-    assert sections["inference"]["model"] == str(predict.packaged_model_path())
+    assert sections["inference"]["model"] == str(pretrained.model_path())
     load = sections["load"]
     assert load["requests"] == 100 and load["server_errors_5xx"] == 0
     assert load["wrong_answers"] == 0 and load["server_rss_mb_after"] > 0
@@ -163,7 +165,7 @@ def test_every_tight_kind_touches_the_edges(kind, mnist_test_set):
 def test_every_nondigit_kind_renders_something(kind):
     image = userimages.nondigit_image(np.random.default_rng(1), kind)
     assert image.kind == kind and image.label == -1
-    assert preprocess.preprocess_bytes(image.data) is not None
+    assert frame_image(image.data) is not None
 
 
 def test_number_images_say_their_digits(mnist_test_set):
@@ -181,7 +183,7 @@ def test_every_kind_renders_a_decodable_image_with_a_digit(kind, mnist_test_set)
     assert image.kind == kind and image.label == 7
     with Image.open(io.BytesIO(image.data)) as decoded:
         assert max(decoded.size) >= 160
-    assert preprocess.preprocess_bytes(image.data) is not None
+    assert frame_image(image.data) is not None
 
 
 def test_backends_section_trains_and_infers_on_every_backend(quick):

@@ -18,7 +18,14 @@ def test_defaults_then_recipe():
     recipe = models.get_model_spec(DEFAULT_MODEL).recipe
     for key, value in recipe.items():
         assert getattr(config, key) == value
-    assert config.val_size == TrainConfig().val_size == 10000
+
+
+def test_the_default_split_is_50k_10k_10k():
+    from mnist_digits import data
+
+    splits = data.load_splits(**TrainConfig().split)
+    assert (len(splits.x_train), len(splits.x_val), len(splits.x_test)) == (50_000, 10_000,
+                                                                           10_000)
 
 
 def test_file_beats_recipe_and_cli_beats_file(tmp_path):

@@ -9,8 +9,9 @@ import keras
 import numpy as np
 import pytest
 
-from mnist_digits import distill, modelfile, models, predict, runs, train
+from mnist_digits import distill, modelfile, models, predict, pretrained, runs, train
 from mnist_digits.config import resolve_config
+from mnist_digits.defaults import PACKAGED
 from mnist_digits.errors import ConfigError, RunError
 
 
@@ -131,8 +132,8 @@ def test_a_resumed_run_refuses_a_teacher_that_changed_since_it_began(tmp_path, t
 
 
 def test_the_packaged_teacher_is_identified_by_its_manifests_hash():
-    manifest = json.loads(modelfile.manifest_path(predict.packaged_model_path()).read_text())
-    assert distill.identify(distill.PACKAGED)["sha256"] == manifest["sha256"]
+    manifest = json.loads(modelfile.manifest_path(pretrained.model_path()).read_text())
+    assert distill.identify(PACKAGED)["sha256"] == manifest["sha256"]
 
 
 def test_a_teacher_run_without_a_model_is_refused_in_one_line(tmp_path):
@@ -149,7 +150,7 @@ def test_a_teacher_that_held_out_other_images_is_refused(tiny_splits, teacher_ru
 
 
 def test_the_packaged_teacher_loads_frozen():
-    teacher = distill.load_teacher(tiny_config(teacher=distill.PACKAGED))
+    teacher = distill.load_teacher(tiny_config(teacher=PACKAGED))
     assert teacher.trainable_weights == [] and teacher.output_shape == (None, 10)
 
 

@@ -66,10 +66,9 @@ def test_export_cli(capsys, mnist_run, tmp_path):
 def test_every_format_exports_the_freshly_loaded_packaged_model(fmt, name, capsys, tmp_path):
     # The CLI loads the file anew: a model that has never been called (ONNX refused those), and
     # one whose calibration layer must go into the export.
-    from mnist_digits import predict
 
     out = tmp_path / name
-    assert main(["export", "--model", str(predict.packaged_model_path()), "--format", fmt,
+    assert main(["export", "--model", "packaged", "--format", fmt,
                  "--out", str(out)]) == 0
     assert "argmax agreement 100.00%" in capsys.readouterr().out
 

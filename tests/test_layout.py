@@ -52,12 +52,40 @@ def test_no_import_loop():
     assert loops == []
 
 
-def test_only_the_cli_imports_the_bench():
+def _importers(graph: dict[str, set[str]], target: str) -> set[str]:
+    """The modules outside `target` (a module or package) that import something in it."""
+    return {name for name, deps in graph.items()
+            if any(d == target or d.startswith(target + ".") for d in deps)
+            and not (name == target or name.startswith(target + "."))}
+
+
+def test_only_the_bench_command_imports_the_bench():
+    assert _importers(import_graph(), "mnist_digits.bench") == {"mnist_digits.commands.bench"}
+
+
+def test_no_arrow_points_up():
+    # cli -> commands -> library -> data, models, runs; the bench and the server sit on top of
+    # the library. Nothing below imports what sits above it.
     graph = import_graph()
-    importers = {name for name, deps in graph.items()
-                 if any(d.startswith("mnist_digits.bench") for d in deps)
-                 and not name.startswith("mnist_digits.bench")}
-    assert importers == {"mnist_digits.cli"}
+    assert _importers(graph, "mnist_digits.cli") <= {"mnist_digits.__main__"}
+    assert _importers(graph, "mnist_digits.commands") <= {"mnist_digits.cli"}
+    assert _importers(graph, "mnist_digits.serve") <= {"mnist_digits.commands.serve",
+                                                       "mnist_digits.bench.loadtest",
+                                                       "mnist_digits.bench.serving"}
+    for leaf in ("mnist_digits.defaults", "mnist_digits.errors"):
+        assert graph[leaf] == set(), leaf
+    # The reader needs a model and the frames' maths, never training or its tools.
+    reading = {d for name, deps in graph.items() if name.startswith("mnist_digits.reading")
+               for d in deps}
+    assert not reading & {f"mnist_digits.{m}" for m in (
+        "train", "evaluate", "compare", "ensemble", "distill", "export", "cluster")}
+
+
+def test_the_cli_module_and_every_product_module_stay_small():
+    sizes = {p.relative_to(PACKAGE).as_posix(): len(p.read_text().splitlines())
+             for p in PACKAGE.rglob("*.py")}
+    assert sizes["cli.py"] <= 300
+    assert max(sizes.values()) <= 450, sorted(sizes.items(), key=lambda kv: -kv[1])[:3]
 
 
 def test_dependencies_are_ranges_and_the_lock_pins_each_one():

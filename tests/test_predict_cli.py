@@ -145,12 +145,6 @@ def test_threshold_flag_and_a_number_in_text_format(capsys, image_folder, mnist_
     assert out.count("%") == 3
 
 
-def test_the_cli_default_threshold_is_the_reading_default():
-    from mnist_digits import cli, reading
-
-    assert cli.DEFAULT_THRESHOLD == reading.DEFAULT_THRESHOLD
-
-
 def test_threshold_out_of_range_is_a_usage_error(capsys):
     one_line_error(capsys, main(["predict", "--threshold", "1.5", "x.png"]), 2,
                    "must be between 0 and 1")

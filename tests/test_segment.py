@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mnist_digits import segment
+from mnist_digits.reading import segment
 
 
 def _blob(mask, x, y, w, h):

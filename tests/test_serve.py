@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient
 from helpers import png_header_only
 from PIL import Image
 
-from mnist_digits import reading
+from mnist_digits.defaults import DEFAULT_THRESHOLD
 from mnist_digits.serve.app import create_app
 
 
@@ -41,7 +41,7 @@ def test_predict_returns_the_cli_fields_and_the_preprocessed_image(client, seven
     assert set(body) == {"path", "status", "text", "digit", "confidence", "probabilities",
                          "digits", "threshold", "preprocessed"}
     assert body["path"] == "seven.png" and body["digit"] == 7 and body["text"] == "7"
-    assert body["status"] == "ok" and body["threshold"] == reading.DEFAULT_THRESHOLD
+    assert body["status"] == "ok" and body["threshold"] == DEFAULT_THRESHOLD
     assert len(body["probabilities"]) == 10 and body["confidence"] > 0.5
     assert body["digits"][0]["probabilities"] == body["probabilities"]
     prefix = "data:image/png;base64,"

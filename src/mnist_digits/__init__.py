@@ -1,33 +1,60 @@
-"""mnist-digits: train, compare and evaluate digit classifiers on MNIST with Keras.
+"""mnist-digits: read handwritten digits and numbers; train, compare and evaluate the Keras
+models that do it.
 
-The public API is imported lazily, so `import mnist_digits` (and `mnist-digits --help`) does not
-pay for importing TensorFlow.
+    >>> import mnist_digits
+    >>> mnist_digits.read("docs/examples/digit-7.png").text  # doctest: +SKIP
+    '7'
+
+The public API is imported lazily: `import mnist_digits` imports no framework, and Keras loads
+(quietly) with the first model.
 """
 
 from __future__ import annotations
 
 import importlib
+import importlib.metadata
 from typing import Any
 
-__version__ = "0.1.0"
+try:
+    __version__ = importlib.metadata.version("mnist-digits")
+except importlib.metadata.PackageNotFoundError:  # run from a source tree that is not installed
+    __version__ = "0+unknown"
 
+# name -> (module, whether it imports Keras: then Keras is imported quietly first, as the CLI
+# does, so a Python user sees no framework start-up notices either).
 _EXPORTS = {
-    "load_mnist": "mnist_digits.data",
-    "make_splits": "mnist_digits.data",
-    "build_model": "mnist_digits.models",
-    "list_models": "mnist_digits.models",
-    "TrainConfig": "mnist_digits.config",
-    "resolve_config": "mnist_digits.config",
-    "train": "mnist_digits.train",
-    "evaluate_run": "mnist_digits.evaluate",
-    "load_model": "mnist_digits.predict",
-    "predict_proba": "mnist_digits.predict",
+    "read": ("mnist_digits.reading", False),
+    "Reader": ("mnist_digits.reading", False),
+    "Reading": ("mnist_digits.reading", False),
+    "DigitReading": ("mnist_digits.reading", False),
+    "ImageError": ("mnist_digits.reading", False),
+    "frame_image": ("mnist_digits.reading", False),
+    "MnistDigitsError": ("mnist_digits.errors", False),
+    "load_mnist": ("mnist_digits.data", False),
+    "make_splits": ("mnist_digits.data", False),
+    "TrainConfig": ("mnist_digits.config", False),
+    "resolve_config": ("mnist_digits.config", False),
+    "build_model": ("mnist_digits.models", True),
+    "list_models": ("mnist_digits.models", True),
+    "train": ("mnist_digits.train", True),
+    "evaluate_run": ("mnist_digits.evaluate", True),
+    "load_model": ("mnist_digits.predict", True),
+    "predict_proba": ("mnist_digits.predict", True),
 }
 
 __all__ = ["__version__", *_EXPORTS]
 
 
 def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'mnist_digits' has no attribute {name!r}")
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'mnist_digits' has no attribute {name!r}")
+    module, needs_keras = _EXPORTS[name]
+    if needs_keras:
+        from mnist_digits import backend
+
+        backend.import_keras_quietly()
+    return getattr(importlib.import_module(module), name)
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

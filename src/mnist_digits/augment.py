@@ -195,7 +195,7 @@ class RandomScan(layers.Layer):
 
     Each image is thickened (a 3x3 grey dilation) with probability `thicken`, and independently
     brought down to 10x10 or 14x14 pixels and back up with probability `lowres`, then scaled so
-    its brightest pixel is 1 again, as `preprocess` scales every frame. Real users' thick felt
+    its brightest pixel is 1 again, as `reading.frame` scales every frame. Real users' thick felt
     pens and 16-pixel scans give frames that MNIST itself has few of. The identity unless called
     with `training=True`.
 

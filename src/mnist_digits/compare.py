@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from mnist_digits import evaluate, models, plots, runs
+from mnist_digits.cluster import jobs
 from mnist_digits.cluster.jobs import Job
 from mnist_digits.config import resolve_config
 
@@ -45,6 +46,22 @@ def make_jobs(
     """
     return [Job(resolve_config(file_values, {**(cli_values or {}), "model": name, "seed": seed}),
                 tag=f"s{seed}") for name in model_names for seed in seeds]
+
+
+def train_presets(names: Sequence[str], seeds: int, results_dir: str | os.PathLike, *,
+                  file_values: Mapping[str, Any] | None = None,
+                  cli_values: Mapping[str, Any] | None = None, cluster: str | None = None,
+                  resources: jobs.Resources = jobs.ONE_CPU, retries: int = jobs.DEFAULT_RETRIES,
+                  progress: Any = None) -> tuple[list[Path], list[jobs.Outcome]]:
+    """Trains each preset with seeds 0..`seeds`-1 (on `cluster` if given, see `jobs.run_jobs`).
+
+    Returns:
+        The finished run folders, and every job's outcome (`jobs.summary` lists the failed).
+    """
+    planned = make_jobs(names, range(seeds), file_values=file_values, cli_values=cli_values)
+    outcomes = jobs.run_jobs(planned, results_dir, cluster=cluster, resources=resources,
+                             retries=retries, progress=progress)
+    return [o.run_dir for o in outcomes if o.ok], outcomes
 
 
 def mean_std(values: Sequence[float]) -> tuple[float, float]:

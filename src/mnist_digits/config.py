@@ -237,6 +237,14 @@ class TrainConfig:
         object.__setattr__(self, "model_options", dict(self.model_options))
         object.__setattr__(self, "augment", check_augment_policy(self.augment))
 
+    @property
+    def split(self) -> dict[str, Any]:
+        """The fields that decide the data split, as `data.load_splits` takes them.
+
+        Runs that share them were validated and tested on the same images.
+        """
+        return {"data_dir": self.data_dir, "val_size": self.val_size, "limit": self.limit}
+
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict of every field."""
         return dataclasses.asdict(self)
@@ -257,16 +265,6 @@ def _check_type(name: str, value: Any, annotation: str) -> None:
 
 
 FIELD_NAMES = tuple(f.name for f in dataclasses.fields(TrainConfig))
-
-
-def split_settings(values: Mapping[str, Any]) -> dict[str, Any]:
-    """The config fields that decide the data split, from a config dict (defaults filled in).
-
-    Runs that share them were validated and tested on the same images.
-    """
-    return {"data_dir": values.get("data_dir"),
-            "val_size": values.get("val_size", TrainConfig.val_size),
-            "limit": values.get("limit")}
 
 
 def check_keys(values: Mapping[str, Any], *, source: str) -> None:

@@ -299,6 +299,6 @@ def load_splits(data_dir: str | os.PathLike | None = None, *, val_size: int = 10
                 limit: int | None = None) -> Splits:
     """`make_splits` of the MNIST files in `data_dir` (the vendored copy if None).
 
-    The keyword names are those of `config.split_settings`, so `load_splits(**settings)` works.
+    The keyword names are those of `TrainConfig.split`, so `load_splits(**config.split)` works.
     """
     return make_splits(*load_mnist(data_dir), val_size=val_size, limit=limit)

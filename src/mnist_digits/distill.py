@@ -33,13 +33,11 @@ from keras import layers, ops
 
 from mnist_digits import calibrate, modelfile, predict, pretrained, runs
 from mnist_digits.config import TrainConfig
+from mnist_digits.defaults import PACKAGED
 from mnist_digits.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
-# `TrainConfig.teacher` for the packaged reading model (`cnn_reader`, 99.62% on test), which
-# every installation has, so a recipe that names it runs anywhere, on a cluster's workers too.
-PACKAGED = "packaged"
 
 
 def _teacher_file(teacher: str) -> Path:
@@ -49,7 +47,7 @@ def _teacher_file(teacher: str) -> Path:
         RunError: the run folder or its model is missing.
     """
     if teacher == PACKAGED:
-        return predict.packaged_model_file()
+        return pretrained.model_file()
     return runs.resolve_run_dir(Path(teacher)) / runs.MODEL
 
 

@@ -7,17 +7,20 @@ onnxruntime) and compared on real test digits: same argmax, probabilities within
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import keras
 import numpy as np
 
-from mnist_digits import backend, data, predict
+from mnist_digits import backend, data
 from mnist_digits.errors import MnistDigitsError
+
+if TYPE_CHECKING:
+    import keras
 
 FORMATS = {"savedmodel": "tf_saved_model", "litert": "litert", "onnx": "onnx"}
 TOLERANCE = 1e-4
@@ -25,10 +28,27 @@ VERIFY_IMAGES = 500
 
 # What each format needs beyond the TensorFlow backend: the `export` extra.
 _INSTALL = "pip install 'mnist-digits[export]' (in a checkout: pip install -e '.[export]')"
+# The modules each format's converter and runtime come from (the SavedModel's: TensorFlow).
+_NEEDS = {"savedmodel": (), "litert": ("ai_edge_litert",),
+          "onnx": ("tf2onnx", "onnx", "onnxruntime")}
 
 
 class ExportError(MnistDigitsError):
     """An export failed, or the exported model disagrees with the Keras model."""
+
+
+def check_requirements(fmt: str) -> None:
+    """Checks, before anything is written or any framework loads, that `fmt` can be exported
+    and verified here.
+
+    Raises:
+        ExportError: the export extra is missing for this format.
+        ConfigError: the backend is not TensorFlow (see `backend.require_tensorflow`).
+    """
+    missing = [name for name in _NEEDS[fmt] if importlib.util.find_spec(name) is None]
+    if missing:
+        raise ExportError(f"the {fmt} export needs the export extra (missing: "
+                          f"{', '.join(missing)}); install it with {_INSTALL}")
 
 
 def _runner(fmt: str, path: Path) -> Callable[[np.ndarray], np.ndarray]:
@@ -78,7 +98,8 @@ def export_and_verify(model: keras.Model, fmt: str, out: str | os.PathLike,
     """
     if fmt not in FORMATS:
         raise ExportError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
-    if fmt != "onnx" or keras.backend.backend() != "torch":
+    check_requirements(fmt)
+    if fmt != "onnx" or backend.current() != "torch":
         # Keras exports these through TensorFlow on every backend (JAX via jax2tf); only torch's
         # ONNX export goes without it.
         backend.require_tensorflow(f"export --format {fmt}")
@@ -103,6 +124,8 @@ def export_and_verify(model: keras.Model, fmt: str, out: str | os.PathLike,
         _remove(out)
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise ExportError(f"{fmt} export failed: {reason}") from None
+    from mnist_digits import predict
+
     reference = predict.predict_proba(model, images)
     agreement = float(np.mean(exported.argmax(1) == reference.argmax(1)))
     max_diff = float(np.max(np.abs(exported - reference)))

@@ -185,7 +185,8 @@ def load_model(path: str | os.PathLike) -> keras.Model:
                        f"file or a run folder (SavedModels are for serving elsewhere, see "
                        f"`mnist-digits export`)")
     if not path.exists():
-        raise RunError(f"model {path} not found; pass a run folder or a .keras file")
+        raise RunError(f"model {path} not found; pass 'packaged', a run folder or a .keras "
+                       f"file")
     if path.is_dir() or path.name == runs.LATEST:
         path = runs.resolve_run_dir(path) / runs.MODEL
     if path.suffix.lower() in _REFUSED_SUFFIXES:

@@ -1,9 +1,13 @@
 """The model registry: named presets over two parametric builders.
 
-Each preset is a small function decorated with `@register_model`, timm-style. Its docstring's first
-line is the description that `list-models` shows, and the decorator's keyword arguments are its
-training recipe: the config defaults that `train --model NAME` uses, so the figures in the README
-can be reproduced by name. The CLI, `compare` and the tests all iterate over this one registry.
+Each preset is a small function decorated with `@register_model`, timm-style. The decorator
+gives its family, the one-line description that `list-models` shows, and its training recipe:
+the config defaults that `train --model NAME` uses, so the figures in the docs can be
+reproduced by name. The CLI, `compare` and the tests all iterate over this one registry.
+Measured results behind each recipe are in docs/training.md.
+
+Importing this module imports no framework (the CLI checks `--model` names before Keras
+starts); the builders import Keras when they run.
 
 Builders return *uncompiled* functional `keras.Model`s named after their registry key, taking
 float32 `(n, 28, 28, 1)` images in [0, 1] and returning softmax probabilities `(n, 10)`. All
@@ -16,14 +20,14 @@ import dataclasses
 import difflib
 import inspect
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
-
-import keras
-from keras import layers
+from typing import TYPE_CHECKING, Any
 
 from mnist_digits.data import IMAGE_SHAPE, NUM_CLASSES
 from mnist_digits.errors import ConfigError
-from mnist_digits.layers import Deskew
+
+if TYPE_CHECKING:
+    import keras
+    from keras import layers
 
 
 def _classifier() -> layers.Dense:
@@ -32,6 +36,8 @@ def _classifier() -> layers.Dense:
     It computes in float32 whatever the training precision, so the probabilities, the loss and
     the calibration keep their full resolution in mixed bfloat16 (`TrainConfig.precision`).
     """
+    from keras import layers
+
     return layers.Dense(NUM_CLASSES, activation="softmax", name="probabilities",
                         dtype="float32")
 
@@ -96,6 +102,20 @@ def get_model_spec(name: str) -> ModelSpec:
                           f"all {len(_REGISTRY)} presets") from None
 
 
+def parse_names(text: str) -> list[str]:
+    """The presets a `--models` value names: a comma-separated list, or `all`.
+
+    Raises:
+        ConfigError: no name given, or an unknown one.
+    """
+    names = list_models() if text == "all" else [n.strip() for n in text.split(",") if n.strip()]
+    if not names:
+        raise ConfigError("--models needs at least one preset name")
+    for name in names:
+        get_model_spec(name)
+    return names
+
+
 def model_option_names(name: str) -> list[str]:
     """The options a preset accepts: its builder's keyword parameters."""
     builder = _BUILDERS[get_model_spec(name).family]
@@ -125,8 +145,18 @@ def build_model(name: str, **options: Any) -> keras.Model:
         raise ConfigError(f"model {name!r}: invalid options {dict(options)}: {err}") from None
 
 
+def describe() -> list[dict[str, Any]]:
+    """Every preset as `list-models --format json` prints it: name, family, trainable
+    parameters, description and recipe."""
+    return [{"name": name, "family": spec.family,
+             "params": count_params(build_model(name)), "description": spec.description,
+             "recipe": dict(spec.recipe)} for name, spec in _REGISTRY.items()]
+
+
 def count_params(model: keras.Model) -> int:
     """The number of trainable parameters."""
+    import keras
+
     return int(sum(keras.ops.size(w) for w in model.trainable_weights))
 
 
@@ -156,6 +186,11 @@ def build_mlp(
         deskew: straighten each digit's slant first (`layers.Deskew`), at training and
             inference alike.
     """
+    import keras
+    from keras import layers
+
+    from mnist_digits.layers import Deskew
+
     inputs = keras.Input(IMAGE_SHAPE, name="image")
     x = layers.Flatten()(Deskew(name="deskew")(inputs) if deskew else inputs)
     if input_dropout:
@@ -215,6 +250,11 @@ def build_cnn(
     """
     if head not in ("flatten", "gap"):
         raise ValueError(f"head must be 'flatten' or 'gap', got {head!r}")
+    import keras
+    from keras import layers
+
+    from mnist_digits.layers import Deskew
+
     inputs = keras.Input(IMAGE_SHAPE, name="image")
     x = Deskew(name="deskew")(inputs) if deskew else inputs
     first = True
@@ -228,10 +268,8 @@ def build_cnn(
             x = layers.ReLU()(x)
         x = layers.MaxPooling2D(2)(x)
     # The dense head computes in float32 whatever the training precision, so mixed bfloat16
-    # speeds up the convolutions, where the time goes, and leaves the head's arithmetic alone.
-    # cnn_fast, seeds 0-4: every layer in bfloat16 99.20% +- 0.09 (seed 4 at 99.10%), this head
-    # in float32 99.25% +- 0.04, all float32 99.26% +- 0.04; no slower than all-bfloat16
-    # (docs/benchmarks.md, "Mixed bfloat16").
+    # speeds up the convolutions, where the time goes, and leaves the head's arithmetic alone
+    # (all-bfloat16 cost accuracy: docs/training.md, "Mixed bfloat16").
     full = {"dtype": "float32"}
     pool = layers.Flatten if head == "flatten" else layers.GlobalAveragePooling2D
     x = pool(**full)(x)
@@ -259,18 +297,15 @@ _BUILDERS = {"mlp": build_mlp, "cnn": build_cnn}
 # constant LR, no early stopping).
 
 
-@register_model(
-    "mlp",
-    description="Small FFNN 784-128-10, dropout 0.2: a quick baseline.",
-    epochs=20)
+@register_model("mlp", description="Small FFNN 784-128-10, dropout 0.2: a quick baseline.",
+                epochs=20)
 def mlp_small(**options: Any) -> keras.Model:
     return build_mlp("mlp_small", **{"hidden": (128,), "dropout": 0.2, **options})
 
 
 @register_model(
-    "mlp",
-    description="The original project's FFNN 784-512-512-10, dropout 0.2, Adam, 20 epochs.",
-    epochs=20)
+    "mlp", epochs=20,
+    description="The original project's FFNN 784-512-512-10, dropout 0.2, Adam, 20 epochs.")
 def mlp_classic(**options: Any) -> keras.Model:
     return build_mlp("mlp_classic", **{"hidden": (512, 512), "dropout": 0.2, **options})
 
@@ -294,14 +329,9 @@ def mlp_wide(**options: Any) -> keras.Model:
                                     "input_dropout": 0.2, **options})
 
 
-# The keras-io architecture and recipe (batch 128, Adam 1e-3 constant) as published, but 20
-# epochs instead of 15: on our 50k training images (keras-io trains on 54k) 15 epochs measured
-# 99.10% mean test accuracy over 3 seeds with validation loss still falling, 20 measured 99.14%.
-# Cosine decay measured worse (98.98% at 15 epochs).
 @register_model(
-    "cnn",
-    description='The keras-io "simple MNIST convnet": conv32-pool-conv64-pool-dropout0.5-dense10.',
-    epochs=20, batch_size=128)
+    "cnn", epochs=20, batch_size=128,
+    description='The keras-io "simple MNIST convnet": conv32-pool-conv64-pool-dropout0.5-dense10.')
 def cnn_keras_io(**options: Any) -> keras.Model:
     return build_cnn("cnn_keras_io", **{"stages": ((32,), (64,)), "kernel_size": 3,
                                         "padding": "valid", "dropout": 0.5, **options})
@@ -318,17 +348,6 @@ def cnn_bn(**options: Any) -> keras.Model:
                                   "dense": (128,), "dropout": 0.25, **options})
 
 
-# The fast default. Measured choices (2-core CPU, 50k training images):
-# - no batch norm on the convolutions: it doubled the time per epoch; on the dense layer it
-#   costs little and lets a high learning rate converge in 3 epochs;
-# - "valid" padding: 24x24 and 10x10 feature maps instead of 28x28 and 14x14;
-# - batch 256 with warm-up + cosine to 4e-3, and label smoothing 0.1;
-# - 24 first filters, not 16: 16 (with dropout 0.1 and batch 250, the bench's ablation
-#   `cnn_fast/16-filters`) cut the fastest epoch from 3.65 to 2.76 s and the bench's time from
-#   15.3 to 12.5 s, but measured 99.23% +- 0.08 with seed 0 at 99.14%, under this preset's 99.2%;
-# - precision "auto": the convolutions in bfloat16 where the hardware has bfloat16 units and
-#   that was measured faster (`backend.precision`). On this CPU, float32 and bfloat16 runs
-#   taking turns (seeds 5-8): 14.5 against 10.6 s, 99.27% against 99.26% (99.255).
 @register_model(
     "cnn",
     description="Fast CNN conv24@5x5-pool-conv32-pool-dense256(BN), 3 epochs: the default.",
@@ -341,8 +360,6 @@ def cnn_fast(**options: Any) -> keras.Model:
                                     "feature_dropout": 0.0, **options})
 
 
-# Fast FFNN: two batch-normed layers converge in 3 epochs at a high learning rate, where the
-# classic recipe needs 20. Measured: (512, 512) 98.15%, (768, 768) 98.26%, (1024,) 97.9-98.0%.
 @register_model(
     "mlp",
     description="Fast FFNN 784-768-768-10 with batch norm, dropout 0.2, 3 epochs.",
@@ -353,11 +370,6 @@ def mlp_fast(**options: Any) -> keras.Model:
                                     **options})
 
 
-# mlp_fast's network on deskewed digits: a feedforward net sees each pixel as its own input, so
-# straightening the slant does much of what a convolution's shared weights would. Measured
-# (2 cores, seeds 0-2): one epoch 98.32-98.40% in 6.3-6.9 s; two epochs 98.61% in 12 s; (512,)
-# for two epochs at batch 256 98.31-98.32%. Batch-norm momentum 0.99: with 0.9 seed 0 gave
-# 98.26% against 98.32%.
 @register_model(
     "mlp",
     description="Deskewed-input FFNN 784-768-768-10 with batch norm, dropout 0.2, 1 epoch.",
@@ -368,7 +380,6 @@ def mlp_deskew(**options: Any) -> keras.Model:
                                       "bn_momentum": 0.99, "deskew": True, **options})
 
 
-# mlp_aug's network, recipe and augmentation, which mlp_elastic builds on.
 _MLP_AUG_NETWORK = {"hidden": (1024, 1024), "dropout": 0.2, "batch_norm": True}
 _MLP_AUG_RECIPE = {"batch_size": 128, "learning_rate": 2e-3, "lr_schedule": "warmup_cosine",
                    "warmup_epochs": 1.0, "label_smoothing": 0.1}
@@ -384,12 +395,6 @@ def mlp_aug(**options: Any) -> keras.Model:
     return build_mlp("mlp_aug", **{**_MLP_AUG_NETWORK, **options})
 
 
-# mlp_aug's network on deskewed digits, with Simard et al.'s elastic distortion (alpha 34,
-# sigma 4) after the affine warp. Searched on a GPU (JAX, seed 0 unless given): mlp_aug's recipe
-# 99.17%; + deskew 99.20% (20 epochs), 99.24-99.31% (40); + elastic 99.21-99.30% (40),
-# 99.31-99.36% (60, seeds 0-2), 99.32% (100); (2048, 2048) 99.34% (80); dropout 0.3 99.28%;
-# without deskew 99.14%. On 2 CPU cores (`bench --only feedforward`): 99.30% +- 0.04 in 832 s,
-# against mlp_aug's 99.26% +- 0.02 in 166 s: the most accurate FFNN measured, but within noise.
 @register_model(
     "mlp",
     description="FFNN 784-1024-1024-10 on deskewed digits, affine + elastic distortion, "
@@ -399,21 +404,6 @@ def mlp_elastic(**options: Any) -> keras.Model:
     return build_mlp("mlp_elastic", **{**_MLP_AUG_NETWORK, "deskew": True, **options})
 
 
-# mlp_elastic distilled from the packaged reading CNN (`distill`): the teacher reads every
-# distorted digit the student reads, at temperature 4, weighted 3 against the labels. The run
-# keeps its last epoch: at T 4 the loss against the labels rises while accuracy does too, and the
-# lowest one picked epoch 7 of 20 (99.01% on validation against 99.27% at the last). Screened on
-# 2 CPU cores, seed 0, 20 epochs (docs/results/runs/20261203-*; test accuracy of the kept
-# epoch, then validation at the last): no teacher 99.13, 99.16; T 1 99.20, 99.24; T 4 weight 1
-# 99.10 (epoch 7 kept), 99.27; T 4 weight 3 99.33, 99.27; T 4 weight 1 with stronger warps (12
-# degrees, 3 pixels, zoom and squish 0.12) 99.29, 99.25; a cnn_wide teacher (99.71%) 99.29,
-# 99.28. `bench --only feedforward` (seeds 0-2): 100 epochs 99.44% +- 0.03 (99.41, 99.46, 99.45)
-# in 1349-1487 s each; 60 epochs 99.36% +- 0.04 (99.33, 99.36, 99.40) in 811-891 s, against
-# mlp_elastic's 99.30% +- 0.04 (99.30, 99.33, 99.26) for the same seeds. Without a teacher,
-# 100 epochs did not beat 60 (GPU search, 99.32%); with one they do, as Beyer et al. 2022 found for
-# distillation on consistent views ("a good teacher is patient and consistent"). At 20 epochs
-# (`compare --epochs 20`, seeds 0-2): 99.30% +- 0.03 in 277 s against mlp_elastic's 99.17% +-
-# 0.04 in 263 s. The feedforward net is what is saved; the teacher only trains it.
 @register_model(
     "mlp",
     description="FFNN 784-1024-1024-10 as mlp_elastic, distilled from the packaged reading "
@@ -424,19 +414,14 @@ def mlp_distill(**options: Any) -> keras.Model:
     return build_mlp("mlp_distill", **{**_MLP_AUG_NETWORK, "deskew": True, **options})
 
 
-# cnn_best's network, which the packaged reading model shares.
 _CNN_BEST_NETWORK = {"stages": ((32,), (64,)), "kernel_size": 3, "first_kernel_size": 5,
                      "padding": "valid", "dense_batch_norm": True, "dense": (256,),
                      "dropout": 0.25, "feature_dropout": 0.0}
-
-
 _CNN_BEST_RECIPE = {"epochs": 40, "batch_size": 128, "learning_rate": 3e-3,
                     "lr_schedule": "warmup_cosine", "warmup_epochs": 1.0, "label_smoothing": 0.1,
                     "augment": {"rotation": 10.0, "shift": 2.0, "zoom": 0.1, "squish": 0.1}}
 
 
-# Precision "auto" as cnn_fast. On this CPU, `bench --only best` (seeds 0-4): 99.68% +- 0.04 in
-# 226-250 s each in mixed bfloat16, where float32 measured 99.67% +- 0.03 in about 390 s.
 @register_model(
     "cnn",
     description="Frontier CNN: conv32@5x5-pool-conv64-pool-dense256(BN), augmentation, "
@@ -446,14 +431,6 @@ def cnn_best(**options: Any) -> keras.Model:
     return build_cnn("cnn_best", **{**_CNN_BEST_NETWORK, **options})
 
 
-# cnn_best's recipe on a network twice as wide (64 and 128 filters): an ensemble member that errs
-# on other digits than cnn_best. Searched on an H100 (JAX, 40 epochs, seeds 0-1): 99.73% and
-# 99.69% alone, where cnn_best measured 99.64-99.71%. On 2 CPU cores (seeds 0-4): 99.69% +- 0.03
-# in 17-27 minutes each (an epoch 20-23 s against cnn_best's 10), and the five averaged 99.76%
-# (24 errors) against cnn_best's five 99.73% (27). With precision "auto" (convolutions in
-# bfloat16 on this CPU), `bench --only best` (seeds 0-4): 99.72% +- 0.03 in 520-573 s each, the
-# most accurate single model and under the single-model goal's 10 minutes; its five averaged
-# with cnn_best's five, 99.79%.
 @register_model(
     "cnn",
     description="Wide CNN conv64@5x5-pool-conv128-pool-dense256(BN): cnn_best's recipe, the "
@@ -463,14 +440,6 @@ def cnn_wide(**options: Any) -> keras.Model:
     return build_cnn("cnn_wide", **{**_CNN_BEST_NETWORK, "stages": ((64,), (128,)), **options})
 
 
-# The packaged reading model: cnn_best's network and augmentation, plus
-# - outlier exposure: half as many again images that are synthetic non-digits with a uniform
-#   target, so that letters, shapes and scribbles get low confidence and can be rejected (15%
-#   measured 74% of non-digits rejected at threshold 0.5, 30% 85%, with MNIST rejections
-#   0.1-0.2%);
-# - thick pens and low-resolution scans (`augment.RandomScan`), which tight crops of real
-#   handwriting are full of;
-# calibrated after training like every preset.
 @register_model(
     "cnn",
     description='Reading CNN: cnn_best trained with synthetic non-digits too, to say "not a '

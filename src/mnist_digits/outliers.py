@@ -7,7 +7,7 @@ network learns to spread its probability on them, and the calibrated confidence 
 "a digit" from "something else".
 
 The drawings are made here, pen strokes on a small canvas, then framed by the same
-`preprocess` steps as a user's image, so they look to the model exactly as a real non-digit
+`reading.frame` steps as a user's image, so they look to the model exactly as a real non-digit
 would after preprocessing. Families:
 - scribbles: smooth random curves through a few random points, some self-crossing;
 - letters and signs drawn as strokes that resemble no digit (A, E, F, H, K, M, N, R, V, W, X,
@@ -27,7 +27,8 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image, ImageDraw
 
-from mnist_digits import data, preprocess
+from mnist_digits import data
+from mnist_digits.reading import frame
 
 CANVAS = 96  # drawn at this size, then framed to 28x28 like any image
 
@@ -194,7 +195,7 @@ def _frame(ink: np.ndarray) -> np.ndarray | None:
     mask = ink > 0.5
     if mask.sum() < 8:
         return None
-    return preprocess.mnist_frame(preprocess.normalize_strokes(preprocess.crop_ink(ink)))
+    return frame.mnist_frame(frame.normalize_strokes(frame.crop_ink(ink)))
 
 
 def _overlay(digits: np.ndarray, labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:

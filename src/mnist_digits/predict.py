@@ -8,58 +8,46 @@ from __future__ import annotations
 import os
 import weakref
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import keras
 import numpy as np
 
-from mnist_digits import backend, data, modelfile, pretrained
-from mnist_digits.errors import RunError
-
-
-def packaged_model_path() -> Path:
-    """Where the packaged, calibrated reading model is (see `pretrained`)."""
-    return pretrained.package_dir() / pretrained.MODEL_FILE
-
-
-def packaged_model_file() -> Path:
-    """`packaged_model_path`, checked.
-
-    Raises:
-        RunError: this installation has no packaged model.
-    """
-    path = packaged_model_path()
-    if not path.is_file():
-        raise RunError(f"this installation has no packaged model ({path})")
-    return path
+from mnist_digits import data, modelfile, pretrained
+from mnist_digits.backend import forward
+from mnist_digits.defaults import PACKAGED
 
 
 def load_model(path: str | os.PathLike | None = None) -> keras.Model:
     """Loads a model from a run folder or a `.keras` file, safely; see `modelfile.load_model`.
 
     Args:
-        path: the run folder or file; None means the packaged reading model, which goes through
-            the same checks as any other file.
+        path: the run folder or file; None or `"packaged"` means the packaged reading model,
+            which goes through the same checks as any other file.
+
+    Raises:
+        RunError: the model cannot be found, or fails the checks.
     """
-    return modelfile.load_model(packaged_model_file() if path is None else path)
+    if path is None or str(path) == PACKAGED:
+        path = pretrained.model_file()
+    return modelfile.load_model(path)
 
 
 _FORWARD: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def forward_function(model: keras.Model) -> Callable[[np.ndarray], Any]:
-    """The model's compiled inference-mode forward pass (`backend.compiled_forward`), made once
+    """The model's compiled inference-mode forward pass (`forward.compiled_forward`), made once
     per model and kept while the model lives."""
-    forward = _FORWARD.get(model)
-    if forward is None:
-        forward = _FORWARD[model] = backend.compiled_forward(model)
-    return forward
+    compiled = _FORWARD.get(model)
+    if compiled is None:
+        compiled = _FORWARD[model] = forward.compiled_forward(model)
+    return compiled
 
 
 def warm_up(model: keras.Model, sizes: tuple[int, ...] = (1,)) -> None:
-    """Compiles the model's forward pass for these batch sizes now (see `backend.warm_up`)."""
-    backend.warm_up(forward_function(model), tuple(model.input_shape[1:]), sizes)
+    """Compiles the model's forward pass for these batch sizes now (see `forward.warm_up`)."""
+    forward.warm_up(forward_function(model), tuple(model.input_shape[1:]), sizes)
 
 
 def predict_proba(model: keras.Model, images: np.ndarray, batch_size: int = 1024) -> np.ndarray:
@@ -79,8 +67,8 @@ def predict_proba(model: keras.Model, images: np.ndarray, batch_size: int = 1024
     images = np.asarray(images, dtype=np.float32)
     if images.ndim == 3:
         images = images[..., np.newaxis]
-    forward = forward_function(model)
-    out = [keras.ops.convert_to_numpy(forward(images[i:i + batch_size]))
+    run = forward_function(model)
+    out = [keras.ops.convert_to_numpy(run(images[i:i + batch_size]))
            for i in range(0, len(images), batch_size)]
     if not out:
         return np.zeros((0, data.NUM_CLASSES), dtype=np.float32)

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from mnist_digits import modelfile, runs
-from mnist_digits.errors import ConfigError
+from mnist_digits.errors import ConfigError, RunError
 
 MAX_BYTES = 10 * 1024 * 1024  # the package must stay small
 CARD_JSON = "model_card.json"
@@ -28,8 +28,26 @@ MODEL_FILE = "reader.keras"
 
 
 def package_dir() -> Path:
-    """The folder inside the source tree that holds the packaged model."""
+    """The folder inside the installed package that holds the packaged model."""
     return Path(__file__).resolve().parent / "pretrained"
+
+
+def model_path() -> Path:
+    """Where the packaged, calibrated reading model is: the one place that knows it."""
+    return package_dir() / MODEL_FILE
+
+
+def model_file() -> Path:
+    """`model_path`, checked.
+
+    Raises:
+        RunError: this installation has no packaged model.
+    """
+    path = model_path()
+    if not path.is_file():
+        raise RunError(f"this installation has no packaged model ({path}); reinstall "
+                       f"mnist-digits, or give a run folder")
+    return path
 
 
 def model_card(run_dir: Path, threshold: float, bench: dict[str, Any] | None) -> dict[str, Any]:

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from mnist_digits import __version__, backend, data
-from mnist_digits.config import TrainConfig, split_settings
+from mnist_digits.config import TrainConfig
 from mnist_digits.errors import RunError
 
 CONFIG = "config.json"
@@ -184,8 +184,11 @@ def resolve_run_dir(path: str | os.PathLike, *, need: str = MODEL) -> Path:
                        f"pass an existing folder under results/")
     path = path.resolve()
     if need and not (path / need).exists():
-        raise RunError(f"{path} has no {need}; is it a finished run folder? (`mnist-digits "
-                       f"train --resume {path}` finishes an interrupted run)")
+        if (path / CONFIG).exists():  # a run that started: it may be finished by resuming
+            raise RunError(f"{path} has no {need}; is it a finished run folder? (`mnist-digits "
+                           f"train --resume {path}` finishes an interrupted run)")
+        raise RunError(f"{path} is not a run folder (it has no {CONFIG}); pass a finished run "
+                       f"folder or a .keras file")
     return path
 
 
@@ -276,8 +279,8 @@ class SavedConfig:
 
     @property
     def split(self) -> dict[str, Any]:
-        """The settings that decide the data split (`config.split_settings`)."""
-        return split_settings(self.config.to_dict()) if self.config else self.ensemble["data"]
+        """The settings that decide the data split (`TrainConfig.split`)."""
+        return self.config.split if self.config else self.ensemble["data"]
 
 
 def write_config(run_dir: str | os.PathLike, *, config: TrainConfig | None = None,

@@ -45,6 +45,7 @@ from mnist_digits import (
     predict,
     runs,
 )
+from mnist_digits.backend import parallel
 from mnist_digits.callbacks import (
     BestModelSaver,
     EpochTimer,
@@ -52,7 +53,7 @@ from mnist_digits.callbacks import (
     ScalarLogger,
     SwapEMAWeights,
 )
-from mnist_digits.config import TrainConfig, split_settings
+from mnist_digits.config import TrainConfig
 from mnist_digits.errors import ConfigError, RunError
 
 log = logging.getLogger(__name__)
@@ -200,7 +201,7 @@ def train(
     resume: bool = False,
     callbacks: Sequence[keras.callbacks.Callback] = (),
     jit_compile: bool | str | None = None,
-    data_parallel: backend.DataParallelPlan | None = None,
+    data_parallel: parallel.DataParallelPlan | None = None,
 ) -> dict[str, Any]:
     """Trains a model as `config` says, in `run_dir`, and writes the full evaluation report.
 
@@ -213,7 +214,7 @@ def train(
         callbacks: extra Keras callbacks, run after the built-in ones.
         jit_compile: Keras's `jit_compile` for the train step; None means the backend's
             measured choice (`backend.jit_compile`). The bench measures the alternatives.
-        data_parallel: train over several devices and processes (`backend.data_parallel`).
+        data_parallel: train over several devices and processes (`parallel.data_parallel`).
             `config.batch_size` is the global batch, split evenly over the devices, so the
             learning rate needs no change; calibration and evaluation run in each process
             on its own, on the whole sets.
@@ -238,7 +239,7 @@ def train(
                           teacher=distill.identify(config.teacher) if config.teacher else None)
     backend.set_random_seed(config.seed)
     if splits is None:
-        splits = data.load_splits(**split_settings(config.to_dict()))
+        splits = data.load_splits(**config.split)
     x_train, y_train = with_outliers(config, splits.x_train, splits.y_train)
     x_val, y_val, batch_size = splits.x_val, splits.y_val, config.batch_size
     scope: Any = contextlib.nullcontext()
@@ -256,7 +257,7 @@ def train(
     return metrics
 
 
-def _shard(plan: backend.DataParallelPlan, batch_size: int, *sets: tuple[np.ndarray, np.ndarray]
+def _shard(plan: parallel.DataParallelPlan, batch_size: int, *sets: tuple[np.ndarray, np.ndarray]
            ) -> tuple[Any, ...]:
     """This process's share of each (x, y) set, and its share of the global batch.
 

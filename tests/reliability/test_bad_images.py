@@ -17,11 +17,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from PIL import Image
-from test_preprocess import SEVEN, encode, every_kind_of_file
+from test_reading_frame import SEVEN, encode, every_kind_of_file
 
-from mnist_digits import preprocess
 from mnist_digits.cli import main
-from mnist_digits.preprocess import ImageError
+from mnist_digits.reading.decode import ImageError
+from mnist_digits.reading.frame import frame_image
 from mnist_digits.serve.app import create_app
 
 UPLOAD_LIMIT = 2_000_000
@@ -158,7 +158,7 @@ def test_unusual_valid_files_are_read_correctly_by_cli_and_api(name, seven, tmp_
 @given(hnp.arrays(np.uint8, st.tuples(st.integers(1, 64), st.integers(1, 64)),
                   elements=st.integers(0, 255)))
 def test_any_array_gives_a_valid_frame_or_no_digit(array):
-    frame = preprocess.preprocess_image(Image.fromarray(array))
+    frame = frame_image(Image.fromarray(array))
     if frame is not None:
         assert frame.shape == (28, 28) and frame.dtype == np.float32
         assert np.isfinite(frame).all() and frame.min() >= 0 and frame.max() <= 1
@@ -168,7 +168,7 @@ def test_any_array_gives_a_valid_frame_or_no_digit(array):
 @given(st.binary(max_size=2048))
 def test_any_bytes_give_a_frame_none_or_image_error(data):
     try:
-        frame = preprocess.preprocess_bytes(data)
+        frame = frame_image(data)
     except ImageError:
         return
     assert frame is None or frame.shape == (28, 28)
@@ -187,7 +187,7 @@ def test_any_image_in_any_mode_and_format_gives_a_valid_frame_or_an_image_error(
     except (OSError, ValueError, KeyError):
         return  # a mode this format cannot hold; nothing to feed the preprocessing
     try:
-        frame = preprocess.preprocess_bytes(data, source=f"random.{fmt.lower()}")
+        frame = frame_image(data)
     except ImageError:
         return
     if frame is not None:

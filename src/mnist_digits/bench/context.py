@@ -69,11 +69,11 @@ class Context:
 
     def model(self) -> tuple[Any, str]:
         """The model under test (loaded once) and its path."""
-        from mnist_digits import predict
+        from mnist_digits import predict, pretrained
 
         if self._model is None:
             self._model = predict.load_model(self.model_path)
-        return self._model, self.model_path or str(predict.packaged_model_path())
+        return self._model, self.model_path or str(pretrained.model_path())
 
 
 @dataclasses.dataclass(frozen=True)

@@ -15,6 +15,7 @@ import numpy as np
 from mnist_digits import data, runs
 from mnist_digits.bench import userimages
 from mnist_digits.bench.context import Context, Section
+from mnist_digits.defaults import DEFAULT_THRESHOLD
 
 # Images per family in `realworld` (and user-style digits in `rejection`): full run, --quick.
 REALWORLD_IMAGES = {False: 2000, True: 50}
@@ -22,13 +23,13 @@ REALWORLD_IMAGES = {False: 2000, True: 50}
 
 def _read_all(model: Any, images: list[bytes], threshold: float) -> list[Any]:
     """`reading` results for encoded images, with the per-image preprocessing time."""
-    from mnist_digits import preprocess, reading
+    from mnist_digits.reading import Reader
 
+    reader = Reader(model, threshold)
     out = []
     for data_ in images:
         start = time.perf_counter()
-        result = reading.read_images(model, [preprocess.open_image(data_)], ["bench"],
-                                     threshold=threshold)[0]
+        result = reader.read(data_)
         out.append((result, time.perf_counter() - start))
     return out
 
@@ -53,10 +54,10 @@ def section_realworld(ctx: Context) -> dict[str, Any]:
     (`userimages.render`), and tightly cropped scans of them (`userimages.tight_crop`: strokes
     touching the edges, a thick pen, blur, 8- and 16-pixel scans enlarged).
     """
-    from mnist_digits import predict, reading
+    from mnist_digits import predict
 
     model, model_path = ctx.model()
-    threshold = reading.DEFAULT_THRESHOLD
+    threshold = DEFAULT_THRESHOLD
     n = REALWORLD_IMAGES[ctx.quick]
     (_, _), (x_test, y_test) = data.load_mnist()
     result: dict[str, Any] = {"model": str(model_path), "threshold": threshold,
@@ -100,10 +101,9 @@ NUMBER_LENGTHS = (2, 3, 4, 5, 6)
 def section_numbers(ctx: Context) -> dict[str, Any]:
     """Handwritten numbers of 2-6 MNIST test digits on plain, ruled and squared paper, read
     exactly (every digit right, none missing or extra, none unsure)."""
-    from mnist_digits import reading
 
     model, model_path = ctx.model()
-    threshold = reading.DEFAULT_THRESHOLD
+    threshold = DEFAULT_THRESHOLD
     n = 20 if ctx.quick else 1000
     (_, _), (x_test, y_test) = data.load_mnist()
     rng = np.random.default_rng(2028)
@@ -145,13 +145,13 @@ def section_rejection(ctx: Context) -> dict[str, Any]:
     digits: the MNIST test set as the model sees it, and user-style images of test digits.
     The curve is drawn by `rejection_figures`.
     """
-    from mnist_digits import predict, reading
+    from mnist_digits import predict
 
     model, model_path = ctx.model()
     n = 40 if ctx.quick else 1200
     rng = np.random.default_rng(2029)
     images = [userimages.nondigit_image(rng) for _ in range(n)]
-    read = _read_all(model, [im.data for im in images], reading.DEFAULT_THRESHOLD)
+    read = _read_all(model, [im.data for im in images], DEFAULT_THRESHOLD)
     nondigit_conf = np.array([_min_confidence(r) for r, _ in read])
     kinds = np.array([im.kind for im in images])
     (_, _), (x_test, y_test) = data.load_mnist()
@@ -160,13 +160,13 @@ def section_rejection(ctx: Context) -> dict[str, Any]:
     # The user-style digits of `realworld` (drawn again: sections share no state).
     user_style = _draw("user_style", REALWORLD_IMAGES[ctx.quick], x_test, y_test)
     user_conf = np.array([_min_confidence(r) for r, _ in _read_all(
-        model, [im.data for im in user_style], reading.DEFAULT_THRESHOLD)])
+        model, [im.data for im in user_style], DEFAULT_THRESHOLD)])
     thresholds = np.round(np.linspace(0, 0.95, 20), 2)
     curve = [{"threshold": float(t),
               "nondigits_rejected": float(np.mean(nondigit_conf < t)),
               "mnist_test_rejected": float(np.mean(mnist_conf < t)),
               "user_style_rejected": float(np.mean(user_conf < t))} for t in thresholds]
-    chosen = reading.DEFAULT_THRESHOLD
+    chosen = DEFAULT_THRESHOLD
     return {"model": str(model_path), "threshold": chosen, "nondigit_images": n,
             "mnist_test_images": int(limit), "user_style_images": len(user_conf),
             "nondigits_rejected": float(np.mean(nondigit_conf < chosen)),

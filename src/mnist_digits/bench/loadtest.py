@@ -42,15 +42,17 @@ class Sample:
 def make_samples(model: Any, good: int, seed: int = 0) -> tuple[list[Sample], list[Sample]]:
     """User-style images of MNIST test digits that the model reads right in process, and bad
     uploads (text, truncated, empty, a PDF, a decompression bomb header)."""
-    from mnist_digits import data, reading
+    from mnist_digits import data
     from mnist_digits.bench import userimages
+    from mnist_digits.reading import Reader
 
     (_, _), (x_test, y_test) = data.load_mnist()
     rng = np.random.default_rng(seed)
     samples = []
+    reader = Reader(model)
     for i in rng.permutation(len(x_test)):
         image = userimages.render(x_test[i], int(y_test[i]), rng)
-        if reading.read_bytes(model, image.data).digit == image.label:
+        if reader.read(image.data).digit == image.label:
             samples.append(Sample(f"{i}{image.suffix}", image.data, image.label))
         if len(samples) == good:
             break

@@ -1,13 +1,15 @@
 """`mnist-digits bench`: measured figures, written to `bench/results/<date>-<host>.json` and `.md`.
 
-Sections (run all, in this order, or one with `--only NAME`):
+Sections (run all, in the order of `defaults.BENCH_SECTIONS`, or some with `--only NAME,...`):
 - `training`: the reference recipes (keras-io's convnet, the classic FFNN; see `BASELINES`)
   against our fast presets, 3 seeds each, on the same split and machine: training time, test
   accuracy (mean ± std), the time ratio, peak memory; and the augmentation pipeline's throughput
   next to the training throughput, to show it is not the bottleneck.
 - `ablation`: each recipe choice of the fast presets undone in turn, and a cheaper `cnn_fast`
   (one seed): does it pay?
-- `best`: the best-accuracy preset over 5 seeds, and the 5 averaged by `ensemble`.
+- `best`: the best-accuracy presets over 5 seeds each, each preset's ensemble, and all of them
+  averaged, with and without test-time views.
+- `feedforward`: the best feedforward preset (`mlp_distill`) over 3 seeds.
 - `calibration`: every preset's calibration error before and after temperature scaling.
 - `realworld`: the `predict` path on synthetic user-style images of MNIST test digits (see
   `userimages`), against the naive "shrink the whole image" approach most demos use.
@@ -15,12 +17,13 @@ Sections (run all, in this order, or one with `--only NAME`):
 - `rejection`: drawings that are not digits, rejected, against digits wrongly rejected.
 - `inference`: the default model's throughput through `predict_proba`, batched and one image
   at a time, the code path of `predict` and the web server.
-- `backends`: `cnn_fast` training and inference on each Keras backend (see `backends`).
 - `load`: the web server under concurrent load (see `loadtest`): status codes, wrong answers,
   latency percentiles, throughput and the server's memory before and after.
+- `backends`: `cnn_fast` training and inference on each Keras backend (see `backends`).
+- `cluster`: a compare on a two-node loopback Ray cluster against the same jobs run here.
 
-The sections live in `training`, `images` and `serving`; each measures, then renders its own
-Markdown (and figures). Training runs go to `results/bench/<stamp>/`.
+The sections live in `training`, `images`, `serving`, `backends` and `cluster`; each
+measures, then renders its own Markdown (and figures). Training runs go to `results/bench/<stamp>/`.
 
 `--quick` runs a tiny version in seconds, for the CI smoke test; its numbers mean nothing.
 """
@@ -38,17 +41,21 @@ from typing import Any
 from mnist_digits import runs
 from mnist_digits.bench import backends, cluster, images, serving, training
 from mnist_digits.bench.context import Context, Section, machine
+from mnist_digits.defaults import BENCH_SECTIONS
 from mnist_digits.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
 DEFAULT_OUT = Path("bench") / "results"
 
+_DEFINED = {section.name: section
+            for section in (*training.SECTIONS, *images.SECTIONS, *serving.SECTIONS,
+                            *backends.SECTIONS, *cluster.SECTIONS)}
+if set(_DEFINED) != set(BENCH_SECTIONS):  # a section defined but not listed, or the reverse
+    raise ImportError(f"bench sections defined {sorted(_DEFINED)} and listed in "
+                      f"defaults.BENCH_SECTIONS {sorted(BENCH_SECTIONS)} differ")
 # In the order a full run takes them.
-SECTIONS: dict[str, Section] = {
-    section.name: section
-    for section in (*training.SECTIONS, *images.SECTIONS, *serving.SECTIONS,
-                    *backends.SECTIONS, *cluster.SECTIONS)}
+SECTIONS: dict[str, Section] = {name: _DEFINED[name] for name in BENCH_SECTIONS}
 
 
 def to_markdown(result: dict[str, Any]) -> str:

@@ -3,7 +3,7 @@
 Each MNIST test digit is enlarged and drawn onto a large canvas at a random position and size,
 as dark ink on light paper or light ink on dark, with some of: uneven lighting, paper noise,
 thinner or thicker strokes, JPEG compression, a transparent background, a tinted colour. This is
-what a photo, a scan or a canvas export looks like to the preprocessor, with a known label.
+what a photo, a scan or a canvas export looks like to the reader, with a known label.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
-from mnist_digits import preprocess
+from mnist_digits.reading import frame
 
 KINDS = ("png-dark-on-light", "png-light-on-dark", "jpeg-photo", "transparent-png",
          "color-png", "webp")
@@ -158,7 +158,7 @@ def tight_crop(digit: np.ndarray, label: int, rng: np.random.Generator,
         ink = _resize_to(ink, height, Image.Resampling.BICUBIC)
     if kind == "tight-thick":
         # A felt pen: strokes 1.5-2.5 times MNIST's, which then touch and fill the edges.
-        ink = ndimage.grey_dilation(ink, footprint=preprocess.disk(max(1, round(
+        ink = ndimage.grey_dilation(ink, footprint=frame.disk(max(1, round(
             rng.uniform(0.03, 0.06) * height))))
     elif kind == "tight-blurred":
         ink = ndimage.gaussian_filter(ink, rng.uniform(0.02, 0.05) * height)

@@ -1,7 +1,7 @@
 """Connecting to Ray: a private instance on this machine, or an existing cluster.
 
 Workers start with the driver's Keras backend and with their framework threads held to the
-CPUs each job is given (`backend.thread_env`), so jobs side by side do not fight over cores.
+CPUs each job is given (`parallel.thread_env`), so jobs side by side do not fight over cores.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from mnist_digits import backend
+from mnist_digits.backend import parallel
 from mnist_digits.errors import ConfigError, RunError
 
 log = logging.getLogger(__name__)
@@ -61,7 +62,7 @@ def worker_env(threads: int) -> dict[str, str]:
     """The environment every worker starts with: this process's backend and settings, and
     `threads` CPU threads per framework."""
     env = {"KERAS_BACKEND": backend.current(), "TF_CPP_MIN_LOG_LEVEL": "2",
-           **backend.thread_env(threads)}
+           **parallel.thread_env(threads)}
     if backend.COMPILE_CACHE_ENV in os.environ:
         env[backend.COMPILE_CACHE_ENV] = os.environ[backend.COMPILE_CACHE_ENV]
     return env

@@ -89,10 +89,9 @@ def execute(config: TrainConfig, parent: str | os.PathLike, tag: str | None = No
     returns it and the seconds spent loading the data (`data`) and training and evaluating
     (`train`)."""
     from mnist_digits import data, train
-    from mnist_digits.config import split_settings
 
     start = time.perf_counter()
-    settings = split_settings(config.to_dict())
+    settings = config.split
     key = json.dumps(settings, sort_keys=True)
     # The last split stays in memory (about 220 MB): the next job of a compare, or the next
     # job a cluster worker runs, is most often on the same split, and needs no second load.

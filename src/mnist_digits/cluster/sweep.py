@@ -371,17 +371,14 @@ def _trial(result: Any, run_dirs: Mapping[str, Path], settings: SweepSettings,
             test_accuracy = runs.read_json(run_dir / runs.METRICS)["test"]["accuracy"]
     if error:
         status = "failed"
-    elif last.get("finished") or (run_dir is not None and epochs >= _planned_epochs(run_dir)):
+    elif last.get("finished") or (run_dir is not None and
+                                  epochs >= runs.read_config(run_dir).config.epochs):
         status = "completed"
     else:
         status = "stopped early"
     # Numbered in the order they were drawn; the run folder's name carries the number too.
     return Trial(trial_number(trial_id), params, status, run_dir, metric, epochs, test_accuracy,
                  error, restarts.get(trial_id, 0))
-
-
-def _planned_epochs(run_dir: Path) -> int:
-    return runs.read_config(run_dir).config.epochs
 
 
 def _sort_key(trial: Trial, mode: str) -> tuple[int, float]:

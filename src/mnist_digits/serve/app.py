@@ -12,19 +12,22 @@ import base64
 import json
 import threading
 from importlib import resources
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import keras
 from fastapi import FastAPI, File, Query, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_swagger_ui_html
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from swagger_ui_bundle import swagger_ui_path
 
-from mnist_digits import __version__, calibrate, models, preprocess, reading
+from mnist_digits import __version__, calibrate, models
+from mnist_digits.defaults import DEFAULT_THRESHOLD
+from mnist_digits.reading import decode, frame, pipeline
 
 DEFAULT_MAX_UPLOAD_BYTES = 5 * 1024 * 1024
 # Multipart framing around the file: boundaries and part headers.
@@ -128,7 +131,7 @@ class ErrorOut(BaseModel):
 
 
 def create_app(model: keras.Model, *, max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
-               threshold: float = reading.DEFAULT_THRESHOLD) -> FastAPI:
+               threshold: float = DEFAULT_THRESHOLD) -> FastAPI:
     """The FastAPI app serving `model`.
 
     Args:
@@ -144,6 +147,9 @@ def create_app(model: keras.Model, *, max_upload_bytes: int = DEFAULT_MAX_UPLOAD
                     "`/api/predict`.",
         docs_url=None,  # served below from local files: FastAPI's default needs a CDN
         redoc_url=None,
+        # The vendored Swagger UI (4.15) renders OpenAPI 3.0 only: with FastAPI's default 3.1.0
+        # /docs says "Unable to render this definition". The schema itself reads as 3.0.
+        openapi_version="3.0.3",
     )
     app.add_middleware(BodyLimit, limit=max_upload_bytes + MULTIPART_OVERHEAD)
     app.mount("/docs-assets", StaticFiles(directory=str(swagger_ui_path)), name="docs-assets")
@@ -155,7 +161,12 @@ def create_app(model: keras.Model, *, max_upload_bytes: int = DEFAULT_MAX_UPLOAD
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
-        fields = ", ".join(".".join(map(str, e.get("loc", ()))) for e in exc.errors())
+        locations = [tuple(map(str, e.get("loc", ()))) for e in exc.errors()]
+        if ("query", "threshold") in locations:
+            given = request.query_params.get("threshold")
+            return JSONResponse(status_code=422, content={
+                "detail": f"threshold must be a number between 0 and 1, got {given!r}"})
+        fields = ", ".join(".".join(loc) for loc in locations)
         return JSONResponse(status_code=422, content={
             "detail": f"malformed request: expected a multipart form with an image in the "
                       f"'file' field (problem with: {fields or 'body'})"})
@@ -173,6 +184,10 @@ def create_app(model: keras.Model, *, max_upload_bytes: int = DEFAULT_MAX_UPLOAD
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     def index() -> str:
         return page
+
+    @app.get("/favicon.ico", include_in_schema=False)
+    def favicon() -> FileResponse:
+        return FileResponse(Path(swagger_ui_path) / "favicon-32x32.png", media_type="image/png")
 
     @app.get("/docs", response_class=HTMLResponse, include_in_schema=False)
     def docs() -> HTMLResponse:
@@ -210,19 +225,19 @@ def create_app(model: keras.Model, *, max_upload_bytes: int = DEFAULT_MAX_UPLOAD
             return JSONResponse(status_code=413, content={
                 "detail": f"upload too large: the limit is {max_upload_bytes:,} bytes"})
         try:
-            image = preprocess.open_image(data, source=name)
-        except preprocess.ImageError as err:
+            image = decode.open_image(data, source=name)
+        except decode.ImageError as err:
             return JSONResponse(status_code=_STATUS.get(err.kind, 400),
                                 content={"detail": str(err)})
         used = threshold if threshold_ is None else threshold_
         # Finding the digits runs concurrently across requests; only the model call is locked.
-        pending = reading.prepare(name, image)
+        pending = pipeline.prepare(name, image)
         with lock:
-            result = reading.finish([pending], model, used)[0]
+            result = pipeline.finish([pending], model, used)[0]
         if result.error is not None:
             return JSONResponse(status_code=422, content={"detail": result.error})
         return {**result.to_dict(), "threshold": used, "preprocessed": [
-            "data:image/png;base64," + base64.b64encode(preprocess.to_png(d.frame)).decode()
+            "data:image/png;base64," + base64.b64encode(frame.to_png(d.frame)).decode()
             for d in result.digits]}
 
     return app

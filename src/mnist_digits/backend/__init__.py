@@ -9,15 +9,18 @@ written that way lives here, one function per need:
   2.21 writes its absl and oneDNN notices straight to file descriptor 2 while it is imported,
   before any Python logging or environment variable can stop them, so the descriptor is captured
   around the import and every line that is not a known notice is passed on;
-- the compiled inference-mode forward pass (`compiled_forward`): a `tf.function`, a `jax.jit`
-  over fixed batch shapes, or a torch call under `inference_mode`;
+- the compiled inference-mode forward pass (`forward.compiled_forward`): a `tf.function`, a
+  `jax.jit` over fixed batch shapes, or a torch call under `inference_mode`;
 - training settings that depend on the backend (`steps_per_execution`, what precision `auto`
   trains in), and the form the training data takes (`fit_data`);
 - JAX's persistent compilation cache (`configure_compile_cache`);
-- holding a process to a number of CPU threads (`thread_env`);
-- data-parallel training over several devices or processes (`prepare_devices`,
+- holding a process to a number of CPU threads (`parallel.thread_env`);
+- data-parallel training over several devices or processes (`parallel.prepare_devices`,
   `start_processes`, `data_parallel`), JAX only;
-- the devices the backend sees, and the versions that matter (`describe`).
+- the devices the backend sees (`devices`), and the versions that matter (`version`).
+
+This package is the one seam: `forward` and `parallel` are its modules for inference and for
+spreading work; this module holds the rest.
 """
 
 from __future__ import annotations
@@ -32,8 +35,6 @@ import os
 import re
 import sys
 import tempfile
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +56,9 @@ _INSTALL = {"tensorflow": "pip install tensorflow-cpu (or tensorflow[and-cuda] f
 
 # Where JAX keeps compiled programs between processes, unless told otherwise.
 COMPILE_CACHE_ENV = "MNIST_DIGITS_COMPILE_CACHE"
+
+# JAX reports at INFO that a machine has no TPU, on every start; not news to anyone.
+logging.getLogger("jax._src.xla_bridge").setLevel(logging.WARNING)
 
 
 def choose(name: str | None = None) -> str:
@@ -125,9 +129,14 @@ def filter_start_up_notices(text: str) -> str:
 def import_keras_quietly() -> None:
     """Imports Keras (and so its backend) with the backend's start-up notices filtered out.
 
+    TensorFlow's C++ info and warning logs (oneDNN notices when the first op runs, a
+    "rendezvous aborting" line at the end of each epoch's data) are turned off too, unless
+    TF_CPP_MIN_LOG_LEVEL says otherwise: they bury the useful output, and its errors still show.
+
     Does nothing if Keras is imported already. Other output of the import goes to stderr as
     it would have, after the import; an exception propagates unchanged.
     """
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     if "keras" in sys.modules:
         return
     sys.stderr.flush()
@@ -281,150 +290,6 @@ def fit_data(x: np.ndarray, y: np.ndarray, validation: tuple[np.ndarray, np.ndar
                    min(divisors, key=lambda n: abs(n - default)), steps)
 
 
-# Each model gets its own tf.function, traced once. TensorFlow counts the traces of all of them
-# as "retracing" of one function and warns after a few models (compare, ensembles, tests); the
-# warning is wrong here. (Getting the logger does not import TensorFlow.)
-logging.getLogger("tensorflow").addFilter(
-    lambda record: "triggered tf.function retracing" not in record.getMessage())
-
-# JAX reports at INFO that a machine has no TPU, on every start; not news to anyone.
-logging.getLogger("jax._src.xla_bridge").setLevel(logging.WARNING)
-
-# Batch sizes the compiled forward passes are built for (JAX always, torch once it pays); a batch
-# is padded up to the next one, so a server answering one image at a time, and `predict` over any
-# number of files, compile a handful of programs once instead of one per batch size.
-BATCH_SIZES = (1, 8, 64, 256, 1024)
-
-
-def _bucket(n: int) -> int:
-    return next((size for size in BATCH_SIZES if size >= n), n)
-
-
-def _padded(x: np.ndarray, size: int) -> np.ndarray:
-    if size == len(x):
-        return x
-    return np.concatenate([x, np.zeros((size - len(x), *x.shape[1:]), x.dtype)])
-
-
-def compiled_forward(model: Any) -> Callable[[np.ndarray], Any]:
-    """The model's inference-mode forward pass, compiled where the backend allows.
-
-    - TensorFlow: a `tf.function` with a fixed input signature, so one graph serves every batch
-      size. (XLA, `jit_compile=True`, compiles per batch shape and measured slower on a CPU for
-      small convnets.) The eager call it replaced measured 10.8 ms for one image.
-    - JAX: `jax.jit` of `model.stateless_call` with the weights passed in, on batches padded to
-      `BATCH_SIZES` so each size compiles once (a few hundred ms each, kept by the persistent
-      cache; the direct call re-traces every layer and measured 12.9 ms for one image on a GPU).
-    - torch: `TorchForward`: eager under `torch.inference_mode()`, then `torch.compile` for a
-      batch size once the eager calls of that size have cost what a compile costs.
-
-    The returned function takes float32 `(n, *input_shape)` and returns the outputs for those
-    `n` images (a backend tensor; `keras.ops.convert_to_numpy` reads it). The weights are read
-    when the function is called (JAX) or frozen into the compiled program (torch, which is only
-    compiled for models that are used, not trained).
-    """
-    backend = current()
-    if backend == "tensorflow":
-        import tensorflow as tf
-
-        def call(x):
-            return model(x, training=False)
-
-        # No AutoGraph: the forward pass has no Python control flow to convert.
-        return tf.function(call, autograph=False, input_signature=[
-            tf.TensorSpec((None, *model.input_shape[1:]), tf.float32)])
-    if backend == "jax":
-        import jax
-
-        @jax.jit
-        def run(trainable, non_trainable, x):
-            outputs, _ = model.stateless_call(trainable, non_trainable, x, training=False)
-            return outputs
-
-        def forward(x: np.ndarray) -> Any:
-            n = len(x)
-            # The weights' current values, read on every call: a model trained further after
-            # the first call must not answer with its old weights.
-            return run([v.value for v in model.trainable_variables],
-                       [v.value for v in model.non_trainable_variables],
-                       _padded(x, _bucket(n)))[:n]
-
-        return forward
-    return TorchForward(model)
-
-
-class TorchForward:
-    """The torch forward pass: eager first, compiled for a batch size once that pays.
-
-    Keras's torch layers run channels-last convolutions and pooling as separate, unfused ops
-    (measured on 2 CPU cores: 4,900 images/s and 3.0 ms for one image, against TensorFlow's
-    22,000/s and 1.0 ms). `torch.compile` with Inductor's freezing (weights folded in as
-    constants, convolutions pre-packed) measured 13,700 images/s and 0.5 ms, but costs 5-10 s to
-    compile each batch size. So a size is compiled once its eager calls have taken
-    `COMPILE_AFTER_SECONDS` (the ski-rental rule: never more than twice the best choice made in
-    hindsight): a one-shot `predict` never compiles, a server or a long evaluation does.
-    `compile(size)` compiles ahead, for a server that wants its first answers fast.
-    """
-
-    COMPILE_AFTER_SECONDS = 10.0
-
-    def __init__(self, model: Any) -> None:
-        self.model = model
-        self.eager_seconds: dict[int, float] = {}
-        self.compiled_sizes: set[int] = set()
-        self._compiled: Any = None
-
-    def _eager(self, x: Any) -> Any:
-        import torch
-
-        with torch.inference_mode():
-            return self.model(x, training=False)
-
-    def compile(self, size: int) -> None:
-        """Compiles the forward pass for batches of `size` (one of `BATCH_SIZES`)."""
-        import torch
-
-        if self._compiled is None:
-            # A fixed shape per size: dynamic shapes measured slower and recompiled anyway.
-            self._compiled = torch.compile(lambda x: self.model(x, training=False),
-                                           dynamic=False, options={"freezing": True})
-        # Compiled on the kind of tensor later calls pass (one made from a NumPy array), or the
-        # first real call would compile again.
-        with torch.inference_mode():
-            self._compiled(torch.as_tensor(
-                np.zeros((size, *self.model.input_shape[1:]), np.float32)))
-        self.compiled_sizes.add(size)
-
-    def __call__(self, x: np.ndarray) -> Any:
-        import torch
-
-        n = len(x)
-        size = _bucket(n)
-        if size in self.compiled_sizes:
-            # A fresh copy has the standard strides the program was compiled for (an array
-            # given a channel axis by indexing has stride 0 there, and would compile again).
-            batch = np.array(_padded(x, size), np.float32, order="C", copy=True)
-            with torch.inference_mode():
-                return self._compiled(torch.as_tensor(batch))[:n]
-        start = time.perf_counter()
-        out = self._eager(x)
-        self.eager_seconds[size] = self.eager_seconds.get(size, 0.0) + time.perf_counter() - start
-        if size in BATCH_SIZES and self.eager_seconds[size] > self.COMPILE_AFTER_SECONDS:
-            self.compile(size)
-        return out
-
-
-def warm_up(forward: Callable[[np.ndarray], Any], input_shape: tuple[int, ...],
-            sizes: tuple[int, ...] = (1,)) -> None:
-    """Compiles `forward` (from `compiled_forward`) for these batch sizes now rather than on
-    demand: for a server, whose first answers should be as fast as the rest."""
-    for size in sizes:
-        if isinstance(forward, TorchForward):
-            forward.compile(_bucket(size))
-        else:
-            forward(np.zeros((size, *input_shape), np.float32))
-
-
 def default_compile_cache() -> Path:
     """`$XDG_CACHE_HOME/mnist-digits/jax` (`~/.cache/...` when XDG_CACHE_HOME is unset)."""
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
@@ -482,106 +347,3 @@ def devices() -> list[str]:
     found = ["CPU:0"]
     found += [f"GPU:{i} {torch.cuda.get_device_name(i)}" for i in range(torch.cuda.device_count())]
     return found
-
-
-def thread_env(threads: int) -> dict[str, str]:
-    """Environment variables that hold a new process's frameworks to `threads` CPU threads.
-
-    They must be in place before the framework starts, so they are for processes yet to start
-    (a cluster's workers), or for this one before Keras is imported. TensorFlow reads its two,
-    torch and NumPy's BLAS read the OpenMP/MKL/OpenBLAS ones, and XLA's CPU client (JAX) reads
-    `XLA_FLAGS`.
-    """
-    n = str(threads)
-    env = {var: n for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS",
-                              "TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS")}
-    flags = os.environ.get("XLA_FLAGS", "")
-    env["XLA_FLAGS"] = (f"{flags} --xla_cpu_multi_thread_eigen=false "
-                        f"intra_op_parallelism_threads={n}").strip()
-    return env
-
-
-_HOST_DEVICES_FLAG = "--xla_force_host_platform_device_count"
-
-
-def prepare_devices(devices: int | None) -> None:
-    """Splits the CPU into `devices` XLA devices (all cores when None), for data-parallel
-    training where there is no GPU; call it before Keras is imported.
-
-    Harmless where there are GPUs: JAX then trains on them, and the CPU devices go unused.
-    An `XLA_FLAGS` that already sets the count wins.
-    """
-    flags = os.environ.get("XLA_FLAGS", "")
-    if _HOST_DEVICES_FLAG not in flags:
-        count = devices or os.cpu_count() or 1
-        os.environ["XLA_FLAGS"] = f"{flags} {_HOST_DEVICES_FLAG}={count}".strip()
-
-
-def start_processes(coordinator: str, num_processes: int, process_id: int) -> None:
-    """Joins this process to a multi-process (multi-host) JAX computation via
-    `jax.distributed`; every process calls it with the same coordinator, before training.
-
-    Raises:
-        ConfigError: the backend is not JAX.
-    """
-    _require_jax("training over several processes")
-    import keras
-
-    # Keras's wrapper of jax.distributed.initialize: the coordinator is process 0's address.
-    keras.distribution.initialize(job_addresses=coordinator, num_processes=num_processes,
-                                  process_id=process_id)
-
-
-@dataclasses.dataclass(frozen=True)
-class DataParallelPlan:
-    """Data-parallel training over `devices` devices in `processes` processes (this one is
-    number `process_index`): a Keras distribution to train under, and what to record."""
-
-    distribution: Any
-    devices: int
-    processes: int
-    process_index: int
-
-    def record(self) -> dict[str, Any]:
-        """What `config.json` records."""
-        return {"kind": "data_parallel", "devices": self.devices, "processes": self.processes}
-
-
-def data_parallel(devices: int | None) -> DataParallelPlan:
-    """A plan to train data-parallel over `devices` local devices per process: GPUs, else CPU
-    devices (`prepare_devices`); all of them when None.
-
-    Each device holds a full copy of the weights and gets an equal slice of every batch;
-    gradients are averaged across devices before each update, so the copies stay identical.
-    Across processes, each one feeds its own share of the data (`train` shards it).
-
-    Raises:
-        ConfigError: the backend is not JAX, or fewer devices are there than asked for.
-    """
-    _require_jax("data-parallel training")
-    import jax
-    import keras
-
-    local = jax.local_devices()
-    if devices is not None and devices > len(local):
-        raise ConfigError(f"--data-parallel {devices}: this process has only {len(local)} "
-                          f"device(s) ({', '.join(str(d) for d in local)}); ask for fewer, or "
-                          f"for 'all'")
-    count = len(local) if devices is None else devices
-    # Every process's first `count` local devices, named as Keras names devices.
-    ranks: dict[int, int] = {}
-    chosen = []
-    for device in jax.devices():
-        ranks[device.process_index] = ranks.get(device.process_index, 0) + 1
-        if ranks[device.process_index] <= count:
-            chosen.append(f"{device.platform}:{device.id}")
-    # auto_shard_dataset off: it shards only tf.data datasets; `train` gives each process its
-    # own share of the arrays instead.
-    distribution = keras.distribution.DataParallel(devices=chosen, auto_shard_dataset=False)
-    return DataParallelPlan(distribution, len(chosen), jax.process_count(), jax.process_index())
-
-
-def _require_jax(feature: str) -> None:
-    if current() != "jax":
-        raise ConfigError(f"{feature} needs the JAX backend (Keras's distribution API); run "
-                          f"`mnist-digits --backend jax train ...`")

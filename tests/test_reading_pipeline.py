@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from mnist_digits import modelfile, predict, pretrained, reading
+from mnist_digits import modelfile, predict, pretrained
 from mnist_digits.bench import userimages
+from mnist_digits.reading import Reader, Reading
 
 
 @pytest.fixture(scope="module")
@@ -24,8 +25,8 @@ def png(array: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def read(model, data: bytes, **kwargs) -> reading.Prediction:
-    return reading.read_bytes(model, data, **kwargs)
+def read(model, data: bytes, threshold: float | None = None) -> Reading:
+    return Reader(model, threshold).read(data)
 
 
 def number_sheet(images: np.ndarray, indices: list[int], gap: int = 12) -> tuple[bytes, list]:
@@ -151,7 +152,7 @@ def test_tight_crops_keep_the_strokes_at_their_edges(model, mnist_test_set, inde
 
 
 def test_packaged_model_is_calibrated_documented_and_safe(monkeypatch):
-    path = predict.packaged_model_path()
+    path = pretrained.model_path()
     assert path.stat().st_size <= pretrained.MAX_BYTES
     manifest = json.loads(modelfile.manifest_path(path).read_text())
     assert manifest["sha256"] == modelfile.sha256_file(path)

@@ -12,8 +12,10 @@ from helpers import png_header_only
 from PIL import Image
 from scipy import ndimage
 
-from mnist_digits import predict, preprocess
-from mnist_digits.preprocess import ImageError
+from mnist_digits import predict
+from mnist_digits.reading import decode
+from mnist_digits.reading.decode import ImageError
+from mnist_digits.reading.frame import frame_image
 
 SEVEN, TWO, ZERO = 0, 1, 3  # indices of clear digits in the MNIST test set
 
@@ -37,7 +39,7 @@ def check_frame(frame):
 def test_mnist_digit_passes_through_nearly_unchanged(mnist_test_set):
     images, _ = mnist_test_set
     for i in range(20):
-        frame = preprocess.preprocess_bytes(encode(Image.fromarray(images[i]), "PNG"))
+        frame = frame_image(encode(Image.fromarray(images[i]), "PNG"))
         check_frame(frame)
         assert np.abs(frame - images[i] / 255).mean() < 0.03
 
@@ -45,7 +47,7 @@ def test_mnist_digit_passes_through_nearly_unchanged(mnist_test_set):
 def test_position_size_and_polarity_do_not_matter(mnist_test_set):
     digit = mnist_test_set[0][TWO]
     frames = [
-        preprocess.preprocess_image(Image.fromarray(ink_on_paper(digit, **kw)))
+        frame_image(Image.fromarray(ink_on_paper(digit, **kw)))
         for kw in ({}, {"dark_on_light": False}, {"size": 900, "scale": 20, "offset": (300, 20)},
                    {"size": 200, "scale": 2.5, "offset": (120, 5)})
     ]
@@ -94,7 +96,7 @@ def every_kind_of_file(digit: np.ndarray) -> dict[str, bytes]:
 def test_every_format_and_mode_is_read_correctly(index, mnist_test_set, mnist_model):
     images, labels = mnist_test_set
     files = every_kind_of_file(images[index])
-    frames = [preprocess.preprocess_bytes(data, source=name) for name, data in files.items()]
+    frames = [frame_image(data) for name, data in files.items()]
     for name, frame in zip(files, frames, strict=True):
         assert frame is not None, name
     predicted = predict.predict_proba(mnist_model, np.stack(frames)).argmax(axis=1)
@@ -105,7 +107,7 @@ def test_every_format_and_mode_is_read_correctly(index, mnist_test_set, mnist_mo
 def test_sixteen_bit_is_rescaled_not_saturated():
     values = np.zeros((60, 60), np.uint16)
     values[10:50, 28:32] = 20000  # a faint stroke in 16-bit: 8-bit clipping would make it white
-    frame = preprocess.preprocess_image(Image.fromarray(values))
+    frame = frame_image(Image.fromarray(values))
     check_frame(frame)
 
 
@@ -115,8 +117,8 @@ def test_uneven_lighting_and_paper_noise(mnist_test_set):
     xx = np.mgrid[0:400, 0:400][1] / 400
     lit = np.clip(paper * (0.55 + 0.45 * xx) + np.random.default_rng(0).normal(0, 0.04,
                                                                                paper.shape), 0, 1)
-    clean = preprocess.preprocess_image(Image.fromarray(ink_on_paper(images[SEVEN], size=400)))
-    frame = preprocess.preprocess_image(Image.fromarray((lit * 255).astype(np.uint8)))
+    clean = frame_image(Image.fromarray(ink_on_paper(images[SEVEN], size=400)))
+    frame = frame_image(Image.fromarray((lit * 255).astype(np.uint8)))
     check_frame(frame)
     assert np.abs(frame - clean).mean() < 0.06
 
@@ -126,7 +128,7 @@ def test_thin_and_thick_strokes_get_mnist_like_width(width):
     canvas = np.full((300, 300), 255, np.uint8)
     canvas[40:260, 150 - width // 2: 150 + (width + 1) // 2] = 0  # a "1"
     canvas[40:40 + width, 110:150] = 0
-    frame = preprocess.preprocess_image(Image.fromarray(canvas))
+    frame = frame_image(Image.fromarray(canvas))
     check_frame(frame)
     stroke = (frame[14] > 0.5).sum()  # the vertical bar's width on the middle row
     assert 1 <= stroke <= 5
@@ -135,11 +137,11 @@ def test_thin_and_thick_strokes_get_mnist_like_width(width):
 def test_ruled_paper_lines_are_not_ink(mnist_test_set, mnist_model):
     images, labels = mnist_test_set
     paper = ink_on_paper(images[TWO], size=360, offset=(80, 90))
-    clean = preprocess.preprocess_image(Image.fromarray(paper))
+    clean = frame_image(Image.fromarray(paper))
     ruled = paper.copy()
     ruled[::30, :] = np.minimum(ruled[::30, :], 150)  # blue-ish rules every 30 px, edge to edge
     ruled[:, 20:22] = np.minimum(ruled[:, 20:22], 170)  # and a margin line
-    frame = preprocess.preprocess_image(Image.fromarray(ruled))
+    frame = frame_image(Image.fromarray(ruled))
     check_frame(frame)
     assert np.abs(frame - clean).mean() < 0.05
     assert predict.predict_proba(mnist_model, frame[None]).argmax() == labels[TWO]
@@ -148,17 +150,17 @@ def test_ruled_paper_lines_are_not_ink(mnist_test_set, mnist_model):
 def test_a_lone_edge_to_edge_stroke_is_kept():
     canvas = np.full((200, 200), 255, np.uint8)
     canvas[:, 98:104] = 0  # a "1" drawn from the top edge to the bottom edge
-    check_frame(preprocess.preprocess_image(Image.fromarray(canvas)))
+    check_frame(frame_image(Image.fromarray(canvas)))
 
 
 @pytest.mark.parametrize("value", [0, 128, 255])
 def test_blank_images_are_no_digit(value):
-    assert preprocess.preprocess_image(Image.new("L", (200, 120), value)) is None
+    assert frame_image(Image.new("L", (200, 120), value)) is None
 
 
 def test_faint_paper_noise_is_no_digit():
     noise = np.random.default_rng(1).normal(230, 4, (300, 300)).clip(0, 255).astype(np.uint8)
-    assert preprocess.preprocess_image(Image.fromarray(noise)) is None
+    assert frame_image(Image.fromarray(noise)) is None
 
 
 @pytest.mark.parametrize(
@@ -174,7 +176,7 @@ def test_faint_paper_noise_is_no_digit():
 )
 def test_bad_bytes_raise_image_error(data, kind, message):
     with pytest.raises(ImageError, match=message) as info:
-        preprocess.preprocess_bytes(data, source="upload.png")
+        decode.open_image(data, source="upload.png")
     assert info.value.kind == kind and "upload.png" in str(info.value)
 
 
@@ -182,7 +184,7 @@ def test_bad_bytes_raise_image_error(data, kind, message):
 def test_truncated_images_raise_image_error(fmt, mnist_test_set):
     data = encode(Image.fromarray(ink_on_paper(mnist_test_set[0][0])).convert("RGB"), fmt)
     with pytest.raises(ImageError, match="truncated or corrupt"):
-        preprocess.preprocess_bytes(data[: len(data) // 2])
+        frame_image(data[: len(data) // 2])
 
 
 def test_psd_is_refused_as_unsupported():
@@ -190,15 +192,15 @@ def test_psd_is_refused_as_unsupported():
     header = b"8BPS" + struct.pack(">H6xHIIHH", 1, 1, 4, 4, 8, 1)
     data = header + struct.pack(">I", 0) * 3 + struct.pack(">H", 0) + bytes(16)
     with pytest.raises(ImageError) as info:
-        preprocess.preprocess_bytes(data)
+        frame_image(data)
     assert info.value.kind in ("unsupported", "not_image", "corrupt")
 
 
 def test_file_errors_give_the_source_and_the_reason_apart(tmp_path):
     with pytest.raises(ImageError, match="no such file") as missing:
-        preprocess.read_file(tmp_path / "missing.png")
+        decode.read_file(tmp_path / "missing.png")
     assert missing.value.source == str(tmp_path / "missing.png")
     assert missing.value.reason == "no such file" and missing.value.kind == "missing"
     assert str(missing.value) == f"{tmp_path / 'missing.png'}: no such file"
     with pytest.raises(ImageError, match="a folder, not an image file"):
-        preprocess.read_file(tmp_path)
+        decode.read_file(tmp_path)

@@ -1,165 +1,38 @@
-"""Any image of a digit -> a 28x28 MNIST-style array.
+"""A decoded image -> its ink: which side is paper, uneven light removed, rules and specks gone.
 
-Models trained on MNIST only read digits that look like MNIST digits: white ink on black, the
-digit scaled to fit a 20x20 box keeping its aspect ratio, its centre of mass at the centre of the
-28x28 frame, strokes about an eighth of the box thick. Shrinking a whole photo or canvas to 28x28
-gives none of that, which is why most demos fail on real handwriting. The steps here:
+The steps (the module docstring of `reading` has the whole pipeline):
 
-1. decode safely: known formats only, a pixel limit against decompression bombs, first frame of
-   an animation, EXIF orientation applied;
-2. to grayscale: transparency composited onto the background the ink is not, 16-bit rescaled,
-   CMYK and palettes converted;
-3. ink polarity: the paper touches the border, the ink departs most from it; dark ink is
+1. to grayscale (`decode.to_gray`), reduced so the analysis costs at most `ANALYSIS_SIZE`
+   squared pixels;
+2. ink polarity: the paper touches the border, the ink departs most from it; dark ink is
    inverted;
+3. paper is added around the image, so a tight crop looks like a digit on a sheet;
 4. background removal: a large-scale morphological opening estimates uneven lighting and is
-   subtracted, then contrast is normalized;
-5. ink mask by Otsu's threshold; ruled lines and specks much smaller than the digit are dropped;
-   too little ink means "no digit";
-6. strokes thickened or thinned towards MNIST's stroke width;
-7. crop, fit into 20x20 keeping the aspect ratio (area-averaged, so edges are anti-aliased as in
-   MNIST), pad to 28x28 and shift the centre of mass to the centre.
-
-`reading` runs these steps for the CLI and the web server alike; the page sends the canvas as
-a PNG rather than doing any of this in JavaScript.
+   subtracted;
+5. the ink mask by Otsu's threshold; ruled lines and specks much smaller than the digit are
+   dropped; too little ink means "no digit".
 """
 
 from __future__ import annotations
 
 import dataclasses
-import io
-import os
-import warnings
-from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image
 from scipy import ndimage
 
-from mnist_digits.data import IMAGE_SIZE
-from mnist_digits.errors import MnistDigitsError
+from mnist_digits.reading.decode import to_gray
 
-# Formats a digit image plausibly comes in. PIL opens many more (PSD, EPS, ICO, ...); refusing
-# them keeps rarely exercised decoders away from untrusted input.
-FORMATS = ("PNG", "JPEG", "MPO", "BMP", "DIB", "GIF", "WEBP", "TIFF")
-DEFAULT_MAX_PIXELS = 50_000_000  # a 50-megapixel photo; 4000x3000 is 12
 ANALYSIS_SIZE = 1024  # larger images are area-reduced to this many pixels squared, paper included
-BOX = 20  # MNIST's digit box
-FRAME = IMAGE_SIZE
-CENTRE = 14.0  # MNIST's mean centre of mass, in pixel indices (measured on the test set)
-STROKE_RATIO = 0.12  # MNIST's median stroke width / box side, with `stroke_width` below
 MIN_CONTRAST = 0.12  # ink must differ from paper by this much of the full range to count
 MIN_INK_FRACTION = 0.0005  # less ink than this share of the image is "no digit"
 SPECK_RATIO = 0.08  # ink components under this share of the largest one are noise
 PAD_RATIO = 0.2  # paper added around the image, as a share of its longer side
 
 
-class ImageError(MnistDigitsError):
-    """An input that is not a readable image of a supported format and size.
-
-    The message is `"<source>: <reason>"`; callers that show the source themselves (a line per
-    file) use `reason` alone, so the path is not said twice.
-
-    Attributes:
-        reason: what was wrong and what to do, without the source.
-        source: the file name or upload the input came from.
-        kind: what was wrong, for callers that answer differently (the web API's status codes):
-            `missing`, `unreadable`, `empty`, `not_image`, `unsupported`, `too_large`, `corrupt`.
-    """
-
-    def __init__(self, source: str | os.PathLike, reason: str, kind: str = "corrupt") -> None:
-        super().__init__(f"{source}: {reason}")
-        self.source, self.reason, self.kind = str(source), reason, kind
-
-
-def open_image(data: bytes, *, source: str = "<bytes>",
-               max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
-    """Decodes image bytes safely.
-
-    Returns:
-        The decoded image (first frame, EXIF orientation applied).
-
-    Raises:
-        ImageError: empty, not an image, an unsupported format, more than `max_pixels` pixels,
-            or truncated/corrupt.
-    """
-    if not data:
-        raise ImageError(source, "empty file", "empty")
-    try:
-        with warnings.catch_warnings():
-            # Pillow warns, then errors, on huge images; we check the size ourselves, before
-            # decoding anything, so both must not fire first with their own wording.
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data))
-            fmt = image.format or "unknown"
-            if fmt not in FORMATS:
-                raise ImageError(source, f"unsupported image format {fmt}; use PNG, JPEG, BMP, "
-                                 f"GIF, WebP or TIFF", "unsupported")
-            width, height = image.size
-            if width * height > max_pixels:
-                raise ImageError(source, f"image is {width}x{height} pixels, over the limit "
-                                 f"of {max_pixels:,}; scale it down first", "too_large")
-            image.seek(0)  # first frame of an animated GIF/WebP/TIFF
-            image.load()
-            image = ImageOps.exif_transpose(image)
-    except ImageError:
-        raise
-    except UnidentifiedImageError:
-        raise ImageError(source, "not an image (or a format that is not supported); use "
-                         "PNG, JPEG, BMP, GIF, WebP or TIFF", "not_image") from None
-    except Image.DecompressionBombError as err:
-        # Pillow's own guard (at twice its default limit) can fire inside Image.open, before
-        # our size check sees the header.
-        raise ImageError(source, f"image is over the limit of {max_pixels:,} pixels ({err}); "
-                         f"scale it down first", "too_large") from None
-    except (OSError, ValueError, SyntaxError, EOFError) as err:
-        raise ImageError(source, f"truncated or corrupt image ({err})") from None
-    return image
-
-
-def to_gray(image: Image.Image) -> np.ndarray:
-    """Luminance in [0, 1], float32 `(h, w)`, with transparency composited correctly.
-
-    Transparent pixels become the colour the ink is *not*: a canvas export of black strokes on a
-    transparent background becomes black on white, white strokes become white on black.
-    """
-    mode = image.mode
-    if mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
-        values = np.asarray(image, dtype=np.float64)
-        # 16-bit data fills 0..65535; a 32-bit "I" image may hold 8- or 16-bit values.
-        top = 65535.0 if mode != "I" or values.max(initial=0) > 255 else 255.0
-        return np.clip(values / top, 0, 1).astype(np.float32)
-    if mode == "F":
-        values = np.asarray(image, dtype=np.float64)
-        top = values.max(initial=0)
-        return np.clip(values / (top if top > 1 else 1), 0, 1).astype(np.float32)
-    if mode in ("P", "PA"):
-        image = image.convert("RGBA")
-    elif mode in ("1", "CMYK", "YCbCr", "LAB", "HSV", "RGBX", "La"):
-        image = image.convert("RGB" if mode != "1" else "L")
-    elif mode not in ("L", "LA", "RGB", "RGBA"):
-        image = image.convert("RGBA")
-    has_alpha = image.mode in ("LA", "RGBA")
-    values = np.asarray(image, dtype=np.float32) / 255.0
-    if values.ndim == 2:
-        return values
-    color = values[..., :3] if values.shape[-1] >= 3 else values[..., :1]
-    gray = color @ np.array([0.299, 0.587, 0.114], np.float32) if color.shape[-1] == 3 \
-        else color[..., 0]
-    if not has_alpha:
-        return gray
-    alpha = values[..., -1]
-    opaque = alpha > 0.5
-    if opaque.all():
-        return gray
-    # The visible marks decide the background: dark marks go on white, light marks on black.
-    marks_are_dark = not opaque.any() or float(np.median(gray[opaque])) < 0.5
-    background = 1.0 if marks_are_dark else 0.0
-    return (gray * alpha + background * (1 - alpha)).astype(np.float32)
-
-
 def _reduce(gray: np.ndarray, longest: int) -> np.ndarray:
     """Area-averages an image down so its longer side is at most `longest`; never enlarges."""
-    return gray if max(gray.shape) <= longest else _resize(gray, longest)
+    return gray if max(gray.shape) <= longest else resize(gray, longest)
 
 
 AMBIGUOUS_BORDER = 0.2  # the paper's side of the border is uncertain between these shares
@@ -322,11 +195,6 @@ def stroke_width(mask: np.ndarray) -> float:
     return 2.0 * float(np.median(distance[ridge])) if ridge.any() else 0.0
 
 
-def disk(radius: int) -> np.ndarray:
-    """A round structuring element (a pen tip) of the given radius, bool."""
-    r = np.arange(-radius, radius + 1)
-    return (r[:, None] ** 2 + r[None, :] ** 2) <= radius ** 2 + 0.5
-
 
 def remove_ruled_lines(ink: np.ndarray, threshold: float,
                        inner: tuple[int, int, int, int] | None = None) -> np.ndarray:
@@ -417,33 +285,7 @@ def digit_mask(ink: np.ndarray, inner: tuple[int, int, int, int] | None = None
     return mask, threshold
 
 
-def digit_ink(ink: np.ndarray, mask: np.ndarray, threshold: float) -> np.ndarray:
-    """The digit's ink in [0, 1], cropped to its bounding box, everything else cleared.
-
-    Stroke cores become full-strength ink (pencil, dim photos), and the faint anti-aliased edge
-    around the mask is kept, because MNIST digits have one; specks dropped from the mask go, and
-    so does paper grain below a floor well under the ink threshold.
-    """
-    rows, cols = np.nonzero(mask)
-    side = max(np.ptp(rows), np.ptp(cols)) + 1
-    floor = 0.3 * threshold
-    core = max(float(np.percentile(ink[mask], 90)), floor + 1e-6)
-    soft = np.clip((ink - floor) / (core - floor), 0, 1)
-    support = ndimage.binary_dilation(mask, iterations=max(2, round(0.05 * side)))
-    soft = soft * support
-    return crop_ink(soft)
-
-
-def crop_ink(values: np.ndarray) -> np.ndarray:
-    """Crops to the box of ink above 0.1: MNIST's 20-pixel box is measured that way (faint
-    anti-aliasing may spill past it)."""
-    rows, cols = np.nonzero(values > 0.1)
-    if not len(rows):
-        return values
-    return values[rows.min():rows.max() + 1, cols.min():cols.max() + 1]
-
-
-def _resize(values: np.ndarray, longest: int, *, sharpen: bool = False) -> np.ndarray:
+def resize(values: np.ndarray, longest: int, *, sharpen: bool = False) -> np.ndarray:
     """Resizes so the longer side is `longest`, keeping the aspect ratio.
 
     Area averaging when shrinking gives MNIST-like anti-aliased edges; Lanczos when enlarging
@@ -459,53 +301,6 @@ def _resize(values: np.ndarray, longest: int, *, sharpen: bool = False) -> np.nd
     if sharpen and scale >= 2:
         resized = (resized - 0.15) / 0.55
     return np.clip(resized, 0, 1)
-
-
-def normalize_strokes(digit: np.ndarray) -> np.ndarray:
-    """Brings clearly too thin or too thick strokes towards MNIST's stroke width.
-
-    Works at four times MNIST's resolution, so a correction can be a fraction of a final pixel.
-    Strokes within MNIST's own range of widths are left alone: the models know that range.
-
-    Args:
-        digit: cropped ink in [0, 1].
-
-    Returns:
-        The corrected ink, cropped again (longer side `4 * BOX`), or `digit` itself.
-    """
-    work = _resize(digit, 4 * BOX)
-    mask = work > 0.5
-    if not mask.any():
-        return digit
-    width = stroke_width(mask)
-    target = STROKE_RATIO * 4 * BOX
-    # Below MNIST's 10th percentile of width (0.1 of the box): pen on paper, a thin brush.
-    if width < 0.7 * target:
-        return crop_ink(ndimage.grey_dilation(
-            work, footprint=disk(round((0.9 * target - width) / 2))))
-    if width > 2.2 * target:
-        eroded = ndimage.grey_erosion(work, footprint=disk(round((width - 1.5 * target) / 2)))
-        if (eroded > 0.5).sum() > 0.3 * mask.sum():  # never erode a digit away
-            return crop_ink(eroded)
-    return digit  # untouched: resampling up and down again would only blur it
-
-
-def mnist_frame(digit: np.ndarray) -> np.ndarray:
-    """Fits cropped ink into 20x20 keeping its aspect, and centres it by mass in 28x28."""
-    digit = _resize(digit, BOX, sharpen=True)
-    h, w = digit.shape
-    frame = np.zeros((FRAME, FRAME), np.float32)
-    top, left = (FRAME - h) // 2, (FRAME - w) // 2
-    frame[top:top + h, left:left + w] = digit
-    if frame.sum() <= 0:
-        return frame
-    cy, cx = ndimage.center_of_mass(frame)
-    # Shift by whole pixels as MNIST did, and never push ink out of the frame.
-    dy = int(np.clip(round(CENTRE - cy), -top, FRAME - top - h))
-    dx = int(np.clip(round(CENTRE - cx), -left, FRAME - left - w))
-    frame = np.roll(frame, (dy, dx), axis=(0, 1))
-    peak = float(frame.max())
-    return (frame / peak if peak > 0 else frame).astype(np.float32)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -582,54 +377,3 @@ def analyse(image: Image.Image, paper: str | None = None) -> InkAnalysis | None:
     return InkAnalysis(ink, found[0], found[1], gray.shape[1] / w, margin,
                        (gray.shape[1], gray.shape[0]), paper, ambiguous)
 
-
-def frame_region(ink: np.ndarray, mask: np.ndarray, threshold: float) -> np.ndarray:
-    """The 28x28 MNIST-style frame of the ink under `mask` (steps 6-7)."""
-    return mnist_frame(normalize_strokes(digit_ink(ink, mask, threshold)))
-
-
-def preprocess_image(image: Image.Image) -> np.ndarray | None:
-    """A decoded image -> float32 `(28, 28)` in [0, 1], white digit on black; None if no digit.
-
-    All the ink is taken as one digit; `segment.find_digits` cuts an image into several.
-    """
-    analysis = analyse(image)
-    if analysis is None:
-        return None
-    return frame_region(analysis.ink, analysis.mask, analysis.threshold)
-
-
-def preprocess_bytes(data: bytes, *, source: str = "<bytes>") -> np.ndarray | None:
-    """Image file bytes -> MNIST-style `(28, 28)` float32, or None if the image holds no digit.
-
-    Raises:
-        ImageError: the bytes are not a readable image of a supported format and size.
-    """
-    return preprocess_image(open_image(data, source=source))
-
-
-def read_file(path: str | os.PathLike) -> bytes:
-    """An image file's bytes.
-
-    Raises:
-        ImageError: the file is missing, a folder, or unreadable.
-    """
-    path = Path(path)
-    try:
-        return path.read_bytes()
-    except FileNotFoundError:
-        raise ImageError(path, "no such file", "missing") from None
-    except IsADirectoryError:
-        raise ImageError(path, "a folder, not an image file", "unreadable") from None
-    except PermissionError:
-        raise ImageError(path, "permission denied", "unreadable") from None
-    except OSError as err:
-        raise ImageError(path, f"cannot read ({err.strerror})", "unreadable") from None
-
-
-def to_png(frame: np.ndarray) -> bytes:
-    """A 28x28 array in [0, 1] as 8-bit grayscale PNG bytes."""
-    buffer = io.BytesIO()
-    Image.fromarray(np.round(np.clip(frame, 0, 1) * 255).astype(np.uint8), mode="L").save(
-        buffer, format="PNG")
-    return buffer.getvalue()
