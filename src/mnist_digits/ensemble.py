@@ -25,7 +25,7 @@ from typing import Any
 import keras
 from keras import layers
 
-from mnist_digits import data, evaluate, modelfile, predict, runs, train
+from mnist_digits import data, evaluate, modelfile, predict, runs
 from mnist_digits.errors import ConfigError
 from mnist_digits.layers import Rotate
 
@@ -127,7 +127,7 @@ def make_ensemble(
     # Averaging calibrated members gives an under-confident mean: the ensemble gets its own
     # temperature, fitted on the members' common validation set.
     splits = data.load_splits(**settings)
-    train.calibrate_saved_model(run_dir / runs.MODEL, splits)
+    modelfile.calibrate_saved_model(run_dir / runs.MODEL, splits)
     log.info("ensemble of %d members saved in %s; evaluating", len(members), run_dir)
     # Evaluating the saved file, not the in-memory model, proves the file loads and predicts.
     return run_dir, evaluate.evaluate_run(run_dir, splits=splits)

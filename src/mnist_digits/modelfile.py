@@ -10,7 +10,8 @@ A model file from somewhere else is untrusted input. Loading therefore:
   class names, input shape), and warns when they disagree: the file changed after it was saved.
 
 Saving writes to a temporary file and renames it, so a crash never leaves half a model, then
-writes the manifest the same way.
+writes the manifest the same way. A saved model is calibrated in place
+(`calibrate_saved_model`): a trained run and an ensemble both end that way.
 """
 
 from __future__ import annotations
@@ -204,3 +205,37 @@ def load_model(path: str | os.PathLike) -> keras.Model:
     except Exception as err:  # Keras raises many types for a bad file; all mean the same here.
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise RunError(f"cannot load model {path}: {reason}") from None
+
+
+def as_float32(trained: keras.Model) -> keras.Model:
+    """`trained` with every layer computing in float32 (the model itself if all of them do).
+
+    Mixed precision is a training setting: the weights are float32 already, and a float32
+    model predicts, calibrates and exports like every other run's on any hardware, where
+    bfloat16 arithmetic is slow on chips without bfloat16 units.
+    """
+    if all(layer.dtype_policy.name == "float32" for layer in trained.layers):
+        return trained
+
+    def rebuilt(layer: keras.layers.Layer) -> keras.layers.Layer:
+        return layer.__class__.from_config({**layer.get_config(), "dtype": "float32"})
+
+    model = keras.models.clone_model(trained, clone_function=rebuilt, recursive=True)
+    model.set_weights(trained.get_weights())
+    return model
+
+
+def calibrate_saved_model(path: Path, splits: data.Splits) -> float:
+    """Fits a temperature on the validation set and stores it in the model file at `path`,
+    the model rewritten in float32 if it was trained in mixed precision (`as_float32`).
+
+    Returns:
+        The temperature.
+    """
+    model = as_float32(calibrate.uncalibrated(load_model(path)))
+    probabilities = model.predict(splits.x_val, batch_size=1024, verbose=0)
+    temperature = calibrate.fit_temperature(splits.y_val.argmax(axis=1), probabilities)
+    save_model(calibrate.with_temperature(model, temperature), path)
+    log.info("calibration: temperature %.3f fitted on %d validation images", temperature,
+             len(splits.x_val))
+    return temperature

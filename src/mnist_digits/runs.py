@@ -327,7 +327,8 @@ def read_config(run_dir: str | os.PathLike) -> SavedConfig:
 def environment() -> dict[str, Any]:
     """Versions and machine details recorded with every run.
 
-    Versions come from the installed distributions, so recording them imports no framework.
+    Keras is imported for its own version (a run has it loaded already); the backends'
+    versions come from the installed distributions, so no other framework is imported.
     """
     import keras
 

@@ -1,21 +1,26 @@
 """Training: `train(config, run_dir)` builds the model, fits it with callbacks, then evaluates.
 
-Everything goes through `model.fit` and callbacks (Keras's, and three of `callbacks.py`):
+Everything goes through `model.fit` and callbacks, in this order (three of Keras's, five of
+`callbacks.py`):
 - `EpochTimer` adds each epoch's seconds to its logs;
+- `SwapEMAWeights` (when `ema_momentum` is set) swaps the averaged weights in for validation
+  and for what the later callbacks see;
 - `CSVLogger` writes `history.csv` (appending, so a resumed run keeps its earlier epochs);
 - `BestModelSaver` keeps the best-on-validation-loss model as `model.keras` (atomically, with a
   manifest), or the last epoch's with `keep_epoch="last"`;
 - `EarlyStopping` (when patience > 0) stops once validation loss stalls;
 - `ScalarLogger` writes TensorBoard scalars to `tensorboard/`, on every backend;
 - `BackupAndRestore` backs up every epoch to `backup/`, so `--resume` continues an interrupted
-  run from its last completed epoch.
+  run from its last completed epoch;
+- `InterruptGuard`, last, makes a Ctrl-C stop training even where Python would drop it.
 A run in mixed bfloat16 (`config.precision`, which `auto` resolves by the hardware before the
 config is saved) builds its layers under that Keras dtype policy. A run with a teacher
 (`config.teacher`) fits a training model that adds the teacher's loss (`distill`) and
 checkpoints the student inside it.
 After fitting, the best checkpoint is reloaded (in float32), a temperature is fitted on the
-validation set and stored in it (`calibrate`), and that model is evaluated, so the figures in
-`metrics.json` are those of the `model.keras` the run leaves behind.
+validation set and stored in it (`modelfile.calibrate_saved_model`), and that model is
+evaluated, so the figures in `metrics.json` are those of the `model.keras` the run leaves
+behind.
 """
 
 from __future__ import annotations
@@ -35,14 +40,12 @@ import numpy as np
 from mnist_digits import (
     augment,
     backend,
-    calibrate,
     data,
     distill,
     evaluate,
     modelfile,
     models,
     outliers,
-    predict,
     runs,
 )
 from mnist_digits.backend import parallel
@@ -154,40 +157,6 @@ def dtype_policy(name: str) -> Iterator[None]:
         keras.config.set_dtype_policy(previous)
 
 
-def as_float32(trained: keras.Model) -> keras.Model:
-    """`trained` with every layer computing in float32 (the model itself if all of them do).
-
-    Mixed precision is a training setting: the weights are float32 already, and a float32
-    model predicts, calibrates and exports like every other run's on any hardware, where
-    bfloat16 arithmetic is slow on chips without bfloat16 units.
-    """
-    if all(layer.dtype_policy.name == "float32" for layer in trained.layers):
-        return trained
-
-    def rebuilt(layer: keras.layers.Layer) -> keras.layers.Layer:
-        return layer.__class__.from_config({**layer.get_config(), "dtype": "float32"})
-
-    model = keras.models.clone_model(trained, clone_function=rebuilt, recursive=True)
-    model.set_weights(trained.get_weights())
-    return model
-
-
-def calibrate_saved_model(path: Path, splits: data.Splits) -> float:
-    """Fits a temperature on the validation set and stores it in the model file at `path`,
-    the model rewritten in float32 if it was trained in mixed precision (`as_float32`).
-
-    Returns:
-        The temperature.
-    """
-    model = as_float32(calibrate.uncalibrated(predict.load_model(path)))
-    probabilities = predict.predict_proba(model, splits.x_val)
-    temperature = calibrate.fit_temperature(splits.y_val.argmax(axis=1), probabilities)
-    modelfile.save_model(calibrate.with_temperature(model, temperature), path)
-    log.info("calibration: temperature %.3f fitted on %d validation images", temperature,
-             len(splits.x_val))
-    return temperature
-
-
 def keras_verbosity() -> int | str:
     """Keras's progress bar on a terminal, one line per epoch otherwise (logs, CI)."""
     return "auto" if sys.stdout.isatty() else 2
@@ -251,7 +220,7 @@ def train(
         _fit(config, run_dir, x_train, y_train, x_val, y_val, batch_size, resume=resume,
              callbacks=callbacks, jit_compile=jit_compile)
     runs.write_json(run_dir / runs.STATUS, {"state": "trained"})
-    calibrate_saved_model(run_dir / runs.MODEL, splits)
+    modelfile.calibrate_saved_model(run_dir / runs.MODEL, splits)
     metrics = evaluate.evaluate_run(run_dir, splits=splits)
     runs.write_json(run_dir / runs.STATUS, {"state": "done"})
     return metrics
