@@ -1,6 +1,8 @@
 """MNIST loading: strict IDX parsing, checksums, the train/validation/test split.
 
-The four original IDX files are vendored gzipped in `data/mnist/`. Their SHA-256 is pinned here
+The four original IDX files are vendored gzipped in `data/mnist/`, and installed with the package
+(`mnist_digits/mnist_data`, a link to that folder in a checkout, a copy in the wheel), so
+training works offline wherever the package is installed. Their SHA-256 is pinned here
 (of the *decompressed* content, so recompressing the files does not break verification) rather
 than read from a file next to the data: a copy pointed to with `--data-dir` cannot vouch for
 itself.
@@ -37,25 +39,22 @@ IMAGES_MAGIC = 0x00000803
 LABELS_MAGIC = 0x00000801
 
 _RESTORE_HINT = (
-    "restore it with `git checkout -- data/mnist` or `mnist-digits data download`, or point "
-    "--data-dir at a good copy"
+    "restore it with `git checkout -- data/mnist` (or reinstall mnist-digits) or "
+    "`mnist-digits data download`, or point --data-dir at a good copy"
 )
 
 
 def default_data_dir() -> Path:
     """Returns where the MNIST files are looked for when no folder is given.
 
-    `MNIST_DIGITS_DATA_DIR` wins; otherwise the repository's vendored `data/mnist/` (found relative
-    to this package, so it works from any working directory in a source checkout); otherwise
-    `./data/mnist`.
+    `MNIST_DIGITS_DATA_DIR` wins; otherwise the copy installed with the package: in a source
+    checkout that is the repository's `data/mnist/` (the package's `mnist_data` links there),
+    from any working directory.
     """
     env = os.environ.get("MNIST_DIGITS_DATA_DIR")
     if env:
         return Path(env)
-    repo_copy = Path(__file__).resolve().parents[2] / "data" / "mnist"
-    if repo_copy.is_dir():
-        return repo_copy
-    return Path("data") / "mnist"
+    return (Path(__file__).parent / "mnist_data").resolve()
 
 
 def parse_idx(raw: bytes, *, expect: str, source: str = "<bytes>") -> np.ndarray:
