@@ -17,6 +17,7 @@ from mnist_digits.bench import runner, userimages
 from mnist_digits.bench import training as training_bench
 from mnist_digits.cli import main
 from mnist_digits.defaults import BENCH_SECTIONS
+from mnist_digits.reading import Reader
 from mnist_digits.reading.frame import frame_image
 
 
@@ -166,6 +167,18 @@ def test_every_nondigit_kind_renders_something(kind):
     image = userimages.nondigit_image(np.random.default_rng(1), kind)
     assert image.kind == kind and image.label == -1
     assert frame_image(image.data) is not None
+
+
+def test_the_numbers_drawn_on_ruled_and_squared_paper_read_right(mnist_test_set):
+    images, labels = mnist_test_set
+    rng = np.random.default_rng(7)
+    reader = Reader()
+    texts = []
+    for paper in userimages.NUMBER_PAPERS:
+        chosen = rng.choice(200, 4, replace=False)
+        number = userimages.number_image(images[chosen], labels[chosen], rng, paper)
+        texts.append((number.text, reader.read(number.data).text))
+    assert all(want == got for want, got in texts), texts
 
 
 def test_number_images_say_their_digits(mnist_test_set):

@@ -187,6 +187,22 @@ def test_write_a_number_and_a_letter(server, browser, mnist_test_set, model):
     page.close()
 
 
+def test_the_api_docs_render_their_operations_and_the_page_asks_for_nothing_missing(
+        server, browser):
+    page = browser.new_page()
+    missing = []
+    page.on("response", lambda r: missing.append(r.url) if r.status >= 400 else None)
+    page.goto(server + "/docs")
+    page.wait_for_selector(".opblock-summary-path", timeout=20_000)
+    paths = {p.strip() for p in page.locator(".opblock-summary-path").all_inner_texts()}
+    assert {"/api/predict", "/api/health"} <= paths, paths
+    assert page.get_by_text("Unable to render this definition").count() == 0
+    page.goto(server + "/")
+    page.wait_for_load_state("networkidle")
+    assert missing == [], missing  # the favicon included
+    page.close()
+
+
 def test_upload_appears_on_the_pad(server, browser, mnist_test_set, tmp_path):
     images, labels = mnist_test_set
     page = browser.new_page(viewport={"width": 1100, "height": 760})

@@ -6,6 +6,7 @@ import argparse
 import csv
 import dataclasses
 import json
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -67,6 +68,42 @@ def test_list_models_json(capsys):
 )
 def test_user_mistakes_give_one_line_and_nonzero_exit(capsys, argv, code, fragment):
     one_line_error(capsys, main(argv), code, fragment)
+
+
+def test_mistakes_that_need_no_model_are_reported_before_any_framework_loads(tmp_path):
+    # In a process of its own: the test session has Keras loaded already.
+    missing = str(tmp_path / "gone.png")
+    argvs = [["predict", missing], ["train", "--epochs", "0"], ["train", "--model", "nope"],
+             ["evaluate", str(tmp_path / "no-run")], ["serve", "--model", "nope.keras"],
+             ["export", "--model", "nope.keras", "--format", "onnx", "--out", "x.onnx"],
+             ["compare", "--models", "mlp_small,bogus"], ["train", "--resume", missing]]
+    code = ("import json, sys\n"
+            "from mnist_digits.cli import main\n"
+            "codes = [main(argv) for argv in json.loads(sys.argv[1])]\n"
+            "print(json.dumps([codes, 'keras' in sys.modules]))")
+    done = subprocess.run([sys.executable, "-c", code, json.dumps(argvs)], capture_output=True,
+                          text=True, timeout=120, stdin=subprocess.DEVNULL)
+    codes, keras_loaded = json.loads(done.stdout.splitlines()[-1])
+    assert codes == [1, 2, 2, 1, 2, 2, 2, 1] and not keras_loaded, done.stderr
+    assert done.stdout.splitlines()[0] == f"{missing}: error: no such file"
+    assert len(done.stderr.strip().splitlines()) == len(argvs) - 1, done.stderr
+
+
+def test_a_plain_folder_as_model_is_not_taken_for_an_interrupted_run(capsys, tmp_path):
+    line = one_line_error(capsys, main(["predict", "--model", str(tmp_path), "x.png"]), 2,
+                          "is not a run folder")
+    assert "--resume" not in line
+
+
+def test_serve_on_a_busy_port_says_so_before_loading_the_model(capsys):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        code = main(["serve", "--port", str(port), "--model", "/no/model/needed/yet.keras"])
+        one_line_error(capsys, code, 2, "not found")  # the model is checked first, cheaply
+        one_line_error(capsys, main(["serve", "--port", str(port)]), 1,
+                       f"port {port} on 127.0.0.1 is in use", "--port")
 
 
 def test_missing_config_file(capsys, tmp_path):

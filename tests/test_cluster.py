@@ -10,11 +10,10 @@ import csv
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
-from helpers import interrupt_when, one_line_error, run_cli
+from helpers import interrupt_when, one_line_error, run_cli, wait_for
 
 from mnist_digits import runs
 from mnist_digits.cluster import space
@@ -22,9 +21,11 @@ from mnist_digits.config import resolve_config
 from mnist_digits.errors import ConfigError
 
 ray = pytest.importorskip("ray")
-from mnist_digits.bench.raycluster import LoopbackRayCluster  # noqa: E402
+from mnist_digits.cluster.loopback import LoopbackRayCluster  # noqa: E402
 
 TINY = ("--limit", "600", "--val-size", "200", "--epochs", "1")
+# A job's history.csv in its scratch folder on a worker: its training has begun.
+JOB_HISTORY = "mnist-digits-job-*/*/history.csv"
 # The files every finished training run holds, however it ran.
 RUN_FILES = {runs.CONFIG, runs.HISTORY, runs.MODEL, runs.METRICS, runs.ERRORS, runs.STATUS,
              runs.CURVES_PLOT, runs.CONFUSION_PLOT, runs.MISCLASSIFIED_PLOT}
@@ -114,20 +115,16 @@ def test_ctrl_c_cancels_the_jobs_and_leaves_no_partial_folder(cluster, tmp_path)
          cluster.address, "--results-dir", str(tmp_path)],
         env=cluster.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         stdin=subprocess.DEVNULL)
-    # Once both workers run a job, and 3 s more: the jobs are training.
+    # Once a job's training has begun (its history.csv is open in its scratch folder).
     err = interrupt_when(
-        compare, lambda: any(cluster.processes_titled(i, "remote_job") for i in range(2)),
-        timeout=120, settle=3)
+        compare, lambda: any(cluster.files(i, JOB_HISTORY) for i in range(2)), timeout=120)
     assert compare.returncode == 130, err[-3000:]
     assert "interrupted" in err.strip().splitlines()[-1]
     assert list(tmp_path.iterdir()) == [] or (run_folders(tmp_path) == [] and
                                              hidden_entries(tmp_path) == [])
     # Cancelled, not left running: the workers give their CPUs back.
-    deadline = time.monotonic() + 30
-    while any(cluster.processes_titled(i, "remote_job") for i in range(2)) and \
-            time.monotonic() < deadline:
-        time.sleep(0.5)
-    assert not any(cluster.processes_titled(i, "remote_job") for i in range(2))
+    wait_for(lambda: not any(cluster.processes_titled(i, "remote_job") for i in range(2)), 30,
+             "the cancelled jobs to end")
 
 
 SPACE = {"learning_rate": {"loguniform": [3e-4, 3e-3]}, "dropout": {"uniform": [0.1, 0.4]},
@@ -176,12 +173,9 @@ def test_a_sweep_survives_its_worker_node_being_killed(tmp_path):
             env=doomed.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
             stdin=subprocess.DEVNULL)
         try:
-            deadline = time.monotonic() + 240
-            while not doomed.processes_titled(1, "Trainable") and time.monotonic() < deadline:
-                assert sweep.poll() is None, sweep.communicate()
-                time.sleep(0.5)
-            assert doomed.processes_titled(1, "Trainable"), "no trial reached the worker node"
-            time.sleep(8)  # past its start-up, into its training (about 10 s)
+            # Killed once a trial is training on the worker node (its history.csv is open).
+            wait_for(lambda: doomed.files(1, "mnist-digits-trial-*/*/history.csv"), 240,
+                     "a trial training on the worker node", alive=lambda: sweep.poll() is None)
             assert doomed.kill_node(1) > 0
             out, err = sweep.communicate(timeout=600)
         finally:

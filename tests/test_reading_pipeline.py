@@ -10,7 +10,6 @@ import pytest
 from PIL import Image, ImageDraw
 
 from mnist_digits import modelfile, predict, pretrained
-from mnist_digits.bench import userimages
 from mnist_digits.reading import Reader, Reading
 
 
@@ -59,17 +58,6 @@ def test_a_number_is_read_left_to_right_with_boxes(model, mnist_test_set):
     record = result.to_dict()
     assert record["text"] == "01274" and len(record["digits"]) == 5
     assert set(record["digits"][0]) == {"digit", "confidence", "box", "probabilities", "unsure"}
-
-
-def test_generated_numbers_on_ruled_and_squared_paper(model, mnist_test_set):
-    images, labels = mnist_test_set
-    rng = np.random.default_rng(7)
-    texts = []
-    for paper in userimages.NUMBER_PAPERS:
-        chosen = rng.choice(200, 4, replace=False)
-        number = userimages.number_image(images[chosen], labels[chosen], rng, paper)
-        texts.append((number.text, read(model, number.data).text))
-    assert all(want == got for want, got in texts), texts
 
 
 def test_one_digit_keeps_the_single_digit_fields(model, mnist_test_set):
@@ -168,3 +156,21 @@ def test_packaged_model_is_calibrated_documented_and_safe(monkeypatch):
                         lambda p: checked.append(p) or original(p))
     model = predict.load_model()
     assert checked == [path] and model.name == card["model"]
+
+
+def test_the_text_format_says_number_for_an_unsure_number():
+    from mnist_digits.reading import formats
+    from mnist_digits.reading.results import DigitReading
+
+    def digit(value: int, confidence: float) -> DigitReading:
+        probabilities = tuple(confidence if d == value else (1 - confidence) / 9
+                              for d in range(10))
+        return DigitReading(value, confidence, [0, 0, 9, 9], probabilities, confidence < 0.6,
+                            np.zeros((28, 28), np.float32))
+
+    number = Reading("n.png", "unsure", (digit(1, 0.9), digit(7, 0.4)))
+    assert formats.text_line(number) == ("n.png: unsure, not confidently a number (best guess: "
+                                         "1 (90.0%), 7 (40.0%, unsure))")
+    single = Reading("d.png", "unsure", (digit(7, 0.4),))
+    assert formats.text_line(single) == ("d.png: unsure, not confidently a digit (best guess: "
+                                         "7 (40.0%))")

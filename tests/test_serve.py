@@ -96,6 +96,19 @@ def test_bad_uploads_get_4xx_with_a_short_message(client, files, status):
     assert "\n" not in response.json()["detail"] and len(response.text) < 600
 
 
+def test_an_out_of_range_threshold_is_blamed_with_its_range(client, seven_png):
+    response = client.post("/api/predict?threshold=2", files={"file": ("7.png", seven_png)})
+    assert response.status_code == 422
+    assert response.json() == {"detail": "threshold must be a number between 0 and 1, got '2'"}
+
+
+def test_the_page_has_a_favicon_and_the_schema_is_one_swagger_ui_renders(client):
+    icon = client.get("/favicon.ico")
+    assert icon.status_code == 200 and icon.headers["content-type"] == "image/png"
+    # The vendored Swagger UI (4.15) reads OpenAPI 3.0; a 3.1 document does not render.
+    assert client.get("/openapi.json").json()["openapi"].startswith("3.0.")
+
+
 def test_malformed_requests(client):
     assert client.post("/api/predict").status_code == 422
     response = client.post("/api/predict", content=b"--x\r\nbroken",

@@ -1,22 +1,54 @@
-"""What several test modules share. Product modules hold no test fixtures; these do."""
+"""What several test modules share, and nothing else does: the product and its bench hold no
+test fixtures, and the tests take none from them."""
 
 from __future__ import annotations
 
+import io
 import signal
+import socket
+import struct
 import subprocess
 import sys
 import time
+import zlib
 from collections.abc import Callable
 
 import numpy as np
 import scipy.ndimage
-
-# A PNG whose header claims a huge image: the bench's load test sends it too, so it has one
-# definition, in the bench package (test tooling, never imported by the product).
-from mnist_digits.bench.loadtest import free_port, png_header_only
+from PIL import Image
 
 __all__ = ["free_port", "interrupt_when", "one_line_error", "png_header_only", "random_inner_ink",
-           "run_cli", "turned"]
+           "run_cli", "turned", "wait_for"]
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now (the caller binds it soon after)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def png_header_only(width: int, height: int) -> bytes:
+    """A one-pixel PNG whose header claims width x height pixels: a decompression bomb's
+    calling card, refused before anything is decoded."""
+    buffer = io.BytesIO()
+    Image.new("L", (1, 1)).save(buffer, format="PNG")
+    data = bytearray(buffer.getvalue())
+    # The IHDR chunk follows the 8-byte signature: length, b"IHDR", width, height, ..., CRC.
+    data[16:24] = struct.pack(">II", width, height)
+    data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])))
+    return bytes(data)
+
+
+def wait_for(ready: Callable[[], bool], timeout: float, what: str,
+             alive: Callable[[], bool] = lambda: True) -> None:
+    """Polls `ready()` until it holds; fails after `timeout` seconds, or as soon as `alive()`
+    no longer holds (the process that should bring the event about has died)."""
+    deadline = time.monotonic() + timeout
+    while not ready():
+        assert alive(), f"gave up waiting for {what}: the process ended"
+        assert time.monotonic() < deadline, f"gave up waiting for {what} after {timeout} s"
+        time.sleep(0.05)
 
 ERROR_PREFIX = "mnist-digits"
 
@@ -48,16 +80,11 @@ def run_cli(*args: str, timeout: float = 300, **kwargs) -> subprocess.CompletedP
                           text=True, timeout=timeout, stdin=subprocess.DEVNULL, **kwargs)
 
 
-def interrupt_when(proc: subprocess.Popen, ready: Callable[[], bool], timeout: float,
-                   settle: float = 0.0) -> str:
-    """Sends Ctrl-C (SIGINT) to `proc` once `ready()` holds, and `settle` seconds later; returns
-    its stderr. The process is killed if it is still running when this returns or fails."""
+def interrupt_when(proc: subprocess.Popen, ready: Callable[[], bool], timeout: float) -> str:
+    """Sends Ctrl-C (SIGINT) to `proc` once `ready()` holds; returns its stderr. The process is
+    killed if it is still running when this returns or fails."""
     try:
-        deadline = time.monotonic() + timeout
-        while not ready():
-            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
-            time.sleep(0.1)
-        time.sleep(settle)
+        wait_for(ready, timeout, "the moment to interrupt", alive=lambda: proc.poll() is None)
         proc.send_signal(signal.SIGINT)
         return proc.communicate(timeout=120)[1]
     finally:

@@ -8,13 +8,12 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import keras
 import matplotlib.figure
 import pytest
-from helpers import one_line_error
+from helpers import one_line_error, wait_for
 
 from mnist_digits import evaluate, modelfile, predict, runs, train
 from mnist_digits.cli import main
@@ -37,15 +36,36 @@ def start_training(results: Path) -> subprocess.Popen:
 
 def wait_for_epochs(results: Path, n: int, proc: subprocess.Popen, timeout: float = 240) -> Path:
     """Waits until a run folder's history.csv holds `n` completed epochs; returns the folder."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for history in results.glob("*/history.csv"):
-            if len(history.read_text().splitlines()) >= n + 1:
-                return history.parent
-        assert proc.poll() is None, proc.communicate()
-        time.sleep(0.05)
-    proc.kill()
-    raise AssertionError("training did not reach the epoch in time")
+    def done() -> list[Path]:
+        return [h.parent for h in results.glob("*/history.csv")
+                if len(h.read_text().splitlines()) >= n + 1]
+
+    try:
+        wait_for(lambda: bool(done()), timeout, f"epoch {n}", alive=lambda: proc.poll() is None)
+    except AssertionError as err:
+        proc.kill()
+        raise AssertionError(f"{err}: {proc.communicate()[1][-2000:]}") from None
+    return done()[0]
+
+
+def backed_up_epoch(run_dir: Path) -> int:
+    """The last epoch Keras's BackupAndRestore has finished backing up (-1 for none yet).
+
+    Its metadata file is written after the epoch's weights, so once it names an epoch, that
+    epoch is logged and backed up in full, and training has moved on to the next one.
+    """
+    try:
+        return json.loads((run_dir / runs.BACKUP / "training_metadata.json").read_text())["epoch"]
+    except (OSError, ValueError, KeyError):  # not there yet, or caught half-written
+        return -1
+
+
+def into_the_second_epoch(tmp_path: Path, proc: subprocess.Popen) -> Path:
+    """Waits until the first epoch is logged and backed up; returns the run folder."""
+    run_dir = wait_for_epochs(tmp_path, 1, proc)
+    wait_for(lambda: backed_up_epoch(run_dir) >= 0, 120, "the first epoch's backup",
+             alive=lambda: proc.poll() is None)
+    return run_dir
 
 
 def finish_with_resume(run_dir: Path, capsys) -> dict:
@@ -64,8 +84,7 @@ def finish_with_resume(run_dir: Path, capsys) -> dict:
 
 def test_sigkill_mid_epoch_then_resume_finishes_the_same_run(tmp_path, capsys):
     proc = start_training(tmp_path)
-    run_dir = wait_for_epochs(tmp_path, 1, proc)
-    time.sleep(0.5)  # into the second epoch
+    run_dir = into_the_second_epoch(tmp_path, proc)
     proc.send_signal(signal.SIGKILL)
     proc.communicate()
     assert proc.returncode == -signal.SIGKILL
@@ -76,8 +95,7 @@ def test_sigkill_mid_epoch_then_resume_finishes_the_same_run(tmp_path, capsys):
 
 def test_ctrl_c_stops_cleanly_and_says_how_to_resume(tmp_path, capsys):
     proc = start_training(tmp_path)
-    run_dir = wait_for_epochs(tmp_path, 1, proc)
-    time.sleep(0.5)
+    run_dir = into_the_second_epoch(tmp_path, proc)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130

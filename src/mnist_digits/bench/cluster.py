@@ -84,8 +84,8 @@ def _on_cluster(quick: bool, results_dir: str, kill_worker: bool) -> dict[str, A
     import threading
 
     from mnist_digits import compare
-    from mnist_digits.bench.raycluster import LoopbackRayCluster
     from mnist_digits.cluster import jobs
+    from mnist_digits.cluster.loopback import LoopbackRayCluster
 
     overrides: dict[str, Any] = {"limit": 600, "val_size": 200, "epochs": 1} if quick else {}
     planned = compare.make_jobs([PRESET], range(JOBS), cli_values=overrides)

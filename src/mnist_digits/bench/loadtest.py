@@ -13,7 +13,6 @@ import concurrent.futures
 import http.client
 import json
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -27,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from mnist_digits.cluster.loopback import free_port
 from mnist_digits.errors import RunError
 
 
@@ -80,11 +80,6 @@ def png_header_only(width: int, height: int) -> bytes:
         + chunk(b"IEND", b"")
 
 
-def free_port() -> int:
-    """A TCP port free on 127.0.0.1 now (the caller binds it soon after)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def rss_mb(pid: int) -> float:

@@ -154,16 +154,26 @@ def add_cluster_flags(p: argparse.ArgumentParser, what: str = "jobs") -> None:
 
 
 def check_model_name(name: str | None) -> None:
-    """Fails fast, before any framework loads, on a `--model` path that does not exist.
+    """Fails fast, before any framework loads, on a `--model` that names nothing, or a folder
+    that is no finished run (a SavedModel folder is refused when loaded, with its reason).
 
     Raises:
-        ConfigError: the path names nothing; the message says what `--model` takes.
+        ConfigError: what `--model` names is missing; the message says what it takes.
     """
+    from mnist_digits import runs
     from mnist_digits.defaults import PACKAGED
 
-    if name is None or name == PACKAGED or Path(name).exists():
+    if name is None or name == PACKAGED:
         return
-    raise ConfigError(f"model {name} not found; pass 'packaged', a run folder or a .keras file")
+    path = Path(name)
+    if not path.exists():
+        raise ConfigError(f"model {name} not found; pass 'packaged', a run folder or a .keras "
+                          f"file")
+    if path.is_dir() and not (path / "saved_model.pb").exists():
+        try:
+            runs.resolve_run_dir(path)
+        except RunError as err:
+            raise ConfigError(str(err)) from None
 
 
 def load_model(name: str | None) -> Any:

@@ -1,6 +1,7 @@
-"""A real multi-node Ray cluster on this machine's loopback interface, for the tests and the
-bench's `cluster` section: a head and worker nodes, each started with `ray start` in its own
-temporary folder, no dashboard, no usage reports, stopped (and its folders removed) at the end.
+"""A real multi-node Ray cluster on this machine's loopback interface, to try the cluster
+commands on one machine (the tests and the bench's `cluster` section use it): a head and
+worker nodes, each started with `ray start` in its own temporary folder, no dashboard, no usage
+reports, stopped (and its folders removed) at the end.
 
 Each node is its own set of processes (GCS or raylet, object store, workers), as on separate
 machines; `kill_node` SIGKILLs every process of one node, as when a machine dies.
@@ -18,13 +19,12 @@ import os
 import secrets
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
-
-from mnist_digits.bench.loadtest import free_port
 
 # `ray start`, with 127.0.0.1 kept as 127.0.0.1 (for a worker node; see the module's docstring).
 _RAY_START = ("import sys\n"
@@ -33,6 +33,13 @@ _RAY_START = ("import sys\n"
               "from ray.scripts.scripts import main\n"
               "sys.argv = ['ray', *sys.argv[1:]]\n"
               "main()\n")
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now (the caller binds it soon after)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 _QUIET = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_DISABLE_IMPORT_WARNING": "1"}
 
 
@@ -78,6 +85,9 @@ class LoopbackRayCluster:
         # Short paths: Ray's socket paths must fit in 107 bytes.
         folder = Path(tempfile.mkdtemp(prefix="n", dir=self.root))
         self.node_dirs.append(folder)
+        # The node's workers keep their temporary files (a job's scratch run folder) in its
+        # own folder, as on a separate machine: `files` finds them there.
+        (folder / "tmp").mkdir()
         common = [f"--num-cpus={self.cpus}", "--num-gpus=0", f"--temp-dir={folder}",
                   "--disable-usage-stats"]
         if head:
@@ -87,7 +97,8 @@ class LoopbackRayCluster:
         else:
             args = ["start", f"--address={self.address}", *common]
             env = {**os.environ, **_QUIET, **self._auth}
-        proc = subprocess.run([sys.executable, "-c", _RAY_START, *args], env=env,
+        proc = subprocess.run([sys.executable, "-c", _RAY_START, *args],
+                              env={**env, "TMPDIR": str(folder / "tmp")},
                               capture_output=True, text=True, timeout=self.timeout,
                               stdin=subprocess.DEVNULL)
         if proc.returncode != 0:
@@ -125,6 +136,11 @@ class LoopbackRayCluster:
                 if text.encode() in Path(f"/proc/{pid}/cmdline").read_bytes():
                     found.append(pid)
         return found
+
+    def files(self, index: int, pattern: str) -> list[Path]:
+        """The files node `index`'s workers made in their temporary folder that match `pattern`
+        (a glob: `mnist-digits-job-*/*/history.csv` once a job's training has begun)."""
+        return sorted((self.node_dirs[index] / "tmp").glob(pattern))
 
     def kill_node(self, index: int) -> int:
         """SIGKILLs every process of node `index`, as if its machine died; returns how many."""
