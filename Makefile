@@ -35,10 +35,11 @@ $(STAMP): pyproject.toml $(LOCK) $(VENV)/.created
 run: $(RUN_STAMP)
 	$(BIN)/mnist-digits train
 
+# On both cores: each test module runs whole in one of two workers (see tests/conftest.py).
 test: $(STAMP)
 	@scripts/ensure-chromium.sh
 	$(BIN)/ruff check .
-	$(BIN)/pytest
+	$(BIN)/pytest -n 2 --dist loadgroup
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

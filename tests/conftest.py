@@ -30,6 +30,20 @@ def synthetic_splits(n_train: int = 96, n_val: int = 32, n_test: int = 40, seed:
     return data.make_splits((x_train, y_train), (x_test, y_test), val_size=n_val)
 
 
+# `make test` runs the suite on both cores (`pytest -n 2 --dist loadgroup`). Each test module
+# goes to one worker whole, so its module fixtures (a trained model, a bench run, the backend
+# probes) are made once; the modules that start Ray clusters share one worker, so two clusters
+# never start side by side on one machine's Ray ports.
+_SAME_WORKER = {"test_cluster.py": "ray-clusters", "test_bench.py": "ray-clusters"}
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        group = _SAME_WORKER.get(item.path.name, str(item.path.relative_to(item.config.rootpath)))
+        item.add_marker(pytest.mark.xdist_group(group))
+
+
 @pytest.fixture
 def tiny_splits() -> data.Splits:
     return synthetic_splits()
@@ -42,18 +56,14 @@ def mnist_test_set() -> tuple[np.ndarray, np.ndarray]:
 
 
 @pytest.fixture(scope="session")
-def mnist_run(tmp_path_factory) -> object:
-    """A model that really reads digits: the default, cnn_fast, as `make run` trains it (~99.3%).
+def mnist_run() -> object:
+    """A model that really reads digits, as `--model` takes it: the packaged reading model's
+    file (what `predict` and `serve` use by default), for the tests whose point is reading real
+    digits: prediction, the web API, export. Real training is tested on tiny data, and from a
+    wheel on real data (`test_wheel`)."""
+    from mnist_digits import pretrained
 
-    Shared by the tests whose point is reading real digits: prediction, the web page, export.
-    """
-    from mnist_digits import runs, train
-    from mnist_digits.config import resolve_config
-
-    config = resolve_config({}, {"model": "cnn_fast"})
-    run_dir = runs.new_run_dir(tmp_path_factory.mktemp("results"), "cnn_fast")
-    train.train(config, run_dir)
-    return run_dir
+    return pretrained.model_path()
 
 
 @pytest.fixture(scope="session")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -165,3 +166,14 @@ def test_the_package_is_typed_and_says_its_version():
 
     assert mnist_digits.__version__ == version("mnist-digits")
     assert set(mnist_digits.__all__) <= set(dir(mnist_digits))
+
+
+def test_the_readme_python_example_prints_what_the_readme_says():
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index("## Python API"):]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    expected = re.search(r"```text\n(.*?)```", section, re.S).group(1)
+    done = _python(code)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == expected
+    assert done.stderr == ""  # and no framework notices on the way

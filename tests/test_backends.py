@@ -22,20 +22,34 @@ from mnist_digits import backend, runs
 PROBE = Path(__file__).parent / "helpers" / "backend_probe.py"
 
 
+def _start_probe(name: str, out: Path, *files: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, str(PROBE), name, str(out), *files],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            stdin=subprocess.DEVNULL)
+
+
 def _probe(name: str, out: Path, *files: str) -> None:
-    proc = subprocess.run([sys.executable, str(PROBE), name, str(out), *files],
-                          capture_output=True, text=True, timeout=900, stdin=subprocess.DEVNULL)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    proc = _start_probe(name, out, *files)
+    _, err = proc.communicate(timeout=900)
+    assert proc.returncode == 0, err[-3000:]
 
 
 @pytest.fixture(scope="module")
 def probes(tmp_path_factory) -> dict[str, dict]:
-    out = {}
-    for name in backend.BACKENDS:
-        folder = tmp_path_factory.mktemp(name)
-        _probe(name, folder)
-        out[name] = json.loads((folder / "probe.json").read_text())
-    return out
+    # The three run side by side: most of a probe's time is single-threaded (imports,
+    # tracing, compiling), so two cores take them faster together than one after another.
+    folders = {name: tmp_path_factory.mktemp(name) for name in backend.BACKENDS}
+    started = {name: _start_probe(name, folder) for name, folder in folders.items()}
+    try:
+        for name, proc in started.items():
+            _, err = proc.communicate(timeout=900)
+            assert proc.returncode == 0, f"{name}: {err[-3000:]}"
+    finally:
+        for proc in started.values():
+            if proc.poll() is None:
+                proc.kill()
+    return {name: json.loads((folder / "probe.json").read_text())
+            for name, folder in folders.items()}
 
 
 @pytest.mark.parametrize("name", backend.BACKENDS)

@@ -51,13 +51,9 @@ def test_disagreement_is_refused(mnist_model, digits, tmp_path, monkeypatch):
     assert not (tmp_path / "m.tflite").exists()
 
 
-def test_export_cli(capsys, mnist_run, tmp_path):
-    out = tmp_path / "model.tflite"
-    assert main(["export", "--model", str(mnist_run), "--format", "litert", "--out",
-                 str(out)]) == 0
-    lines = capsys.readouterr().out.strip().splitlines()
-    assert "argmax agreement 100.00%" in lines[0] and lines[-1] == str(out)
-    code = main(["export", "--model", str(mnist_run), "--format", "coreml", "--out", str(out)])
+def test_export_cli_refuses_an_unknown_format(capsys, mnist_run, tmp_path):
+    code = main(["export", "--model", str(mnist_run), "--format", "coreml", "--out",
+                 str(tmp_path / "m.mlmodel")])
     one_line_error(capsys, code, 2, "invalid choice")
 
 
@@ -70,10 +66,26 @@ def test_every_format_exports_the_freshly_loaded_packaged_model(fmt, name, capsy
     out = tmp_path / name
     assert main(["export", "--model", "packaged", "--format", fmt,
                  "--out", str(out)]) == 0
-    assert "argmax agreement 100.00%" in capsys.readouterr().out
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert "argmax agreement 100.00%" in lines[0] and lines[-1] == str(out)
 
 
-def test_a_missing_export_extra_is_one_line_saying_how_to_install_it(capsys, mnist_run,
+def test_a_missing_export_extra_is_refused_before_anything_is_written(capsys, tmp_path,
+                                                                     monkeypatch):
+    # As in a wheel installed without [export]: the converter's module cannot be found.
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "ai_edge_litert" else real(name, *a))
+    out = tmp_path / "m.tflite"
+    code = main(["export", "--model", "packaged", "--format", "litert", "--out", str(out)])
+    one_line_error(capsys, code, 1, "needs the export extra", "ai_edge_litert",
+                   "pip install 'mnist-digits[export]'")
+    assert not out.exists() and list(tmp_path.iterdir()) == []
+
+
+def test_a_runtime_that_fails_to_import_is_one_line_saying_how_to_install_it(capsys, mnist_run,
                                                                      tmp_path, monkeypatch):
     from mnist_digits import export
 

@@ -3,7 +3,7 @@ nothing: the CLI reads them before any framework loads, and each has this one ho
 
 # The default operating point, chosen on the packaged model's `mnist-digits bench` curve: the
 # lowest threshold at which over 90% of non-digits are rejected (0.6: 90.9%, 0.5: 89.3%), so
-# that as few digits as possible are (user-style 0.30%, MNIST test 0.33%). docs/reading.md has
+# that as few digits as possible are (user-style 0.30%, MNIST test 0.33%). docs/benchmarks.md has
 # the curve.
 DEFAULT_THRESHOLD = 0.6
 

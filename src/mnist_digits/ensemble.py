@@ -11,7 +11,7 @@ forward passes per image. The views were chosen on the validation set, over ten 
 `cnn_best` runs (5 plain, 5 with `--ema`): a run alone 99.667% on average; as given and moved
 one pixel up, down, left and right (the earlier views) 99.678%; as given and turned +-4 degrees
 99.699%, +-6 99.702%, +-8 99.701%; five views turned and zoomed up to 99.706%, within noise of
-three views that cost less (docs/benchmarks.md has the test figures too).
+three views that cost less (docs/benchmarks-log.md has the test figures too).
 """
 
 from __future__ import annotations

@@ -269,7 +269,7 @@ def build_cnn(
         x = layers.MaxPooling2D(2)(x)
     # The dense head computes in float32 whatever the training precision, so mixed bfloat16
     # speeds up the convolutions, where the time goes, and leaves the head's arithmetic alone
-    # (all-bfloat16 cost accuracy: docs/training.md, "Mixed bfloat16").
+    # (all-bfloat16 cost accuracy: docs/benchmarks-log.md, "Mixed bfloat16").
     full = {"dtype": "float32"}
     pool = layers.Flatten if head == "flatten" else layers.GlobalAveragePooling2D
     x = pool(**full)(x)

@@ -251,7 +251,7 @@ def fit_data(x: np.ndarray, y: np.ndarray, validation: tuple[np.ndarray, np.ndar
     makes a new `tf.data` iterator over them at each epoch's start, and on this project's 2-core
     CPU the first batch then waited 0.6-5 s in 22 of 46 later epochs of `cnn_fast` timed (up to
     a quarter of a 3-epoch run); with one iterator over a repeated stream no such wait came in 38
-    (docs/benchmarks.md, "One input stream"). The stream gathers each batch from a permutation
+    (docs/benchmarks-log.md, "One input stream"). The stream gathers each batch from a permutation
     drawn per epoch, as Keras does, so every epoch is still one pass over the images with a
     smaller last batch. Keras runs whole calls of `steps_per_execution` batches on a repeated
     stream, so the stream is used when some count of batches per call from 8 to 32 divides an

@@ -147,10 +147,10 @@ def create_app(model: keras.Model, *, max_upload_bytes: int = DEFAULT_MAX_UPLOAD
                     "`/api/predict`.",
         docs_url=None,  # served below from local files: FastAPI's default needs a CDN
         redoc_url=None,
-        # The vendored Swagger UI (4.15) renders OpenAPI 3.0 only: with FastAPI's default 3.1.0
-        # /docs says "Unable to render this definition". The schema itself reads as 3.0.
-        openapi_version="3.0.3",
     )
+    # The vendored Swagger UI (4.15) renders OpenAPI 3.0 only: with FastAPI's default 3.1.0
+    # /docs says "Unable to render this definition". The schema itself reads as 3.0.
+    app.openapi_version = "3.0.3"
     app.add_middleware(BodyLimit, limit=max_upload_bytes + MULTIPART_OVERHEAD)
     app.mount("/docs-assets", StaticFiles(directory=str(swagger_ui_path)), name="docs-assets")
     page = resources.files("mnist_digits.serve").joinpath("static/index.html").read_text()

@@ -1,4 +1,4 @@
-"""The README's "Reliability" section states how many cases this folder tests; keep it true."""
+"""docs/reliability.md states how many cases this folder tests; keep it true."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).parent
-README = HERE.parents[1] / "README.md"
+PAGE = HERE.parents[1] / "docs" / "reliability.md"
 
 
 def collected_cases() -> int:
@@ -19,10 +19,10 @@ def collected_cases() -> int:
     return sum(1 for line in out.splitlines() if "::" in line)
 
 
-def test_readme_states_the_number_of_reliability_cases():
+def test_the_reliability_page_states_the_number_of_reliability_cases():
     count = collected_cases()
-    stated = re.search(r"\*\*(\d+) reliability cases\*\*", README.read_text())
-    assert stated, "README.md needs a '**N reliability cases**' line under Reliability"
+    stated = re.search(r"\*\*(\d+) reliability cases\*\*", PAGE.read_text())
+    assert stated, "docs/reliability.md needs a '**N reliability cases**' line"
     assert int(stated.group(1)) == count, (
-        f"README.md says {stated.group(1)} reliability cases; tests/reliability has {count}. "
-        f"Update the README.")
+        f"docs/reliability.md says {stated.group(1)} reliability cases; tests/reliability has "
+        f"{count}. Update the page.")
