@@ -35,11 +35,12 @@ $(STAMP): pyproject.toml $(LOCK) $(VENV)/.created
 run: $(RUN_STAMP)
 	$(BIN)/mnist-digits train
 
-# On both cores: each test module runs whole in one of two workers (see tests/conftest.py).
+# On both cores: two pytest workers, each test module whole on one of them, so its module
+# fixtures (a bench run, the backend probes) are made once.
 test: $(STAMP)
 	@scripts/ensure-chromium.sh
 	$(BIN)/ruff check .
-	$(BIN)/pytest -n 2 --dist loadgroup
+	$(BIN)/pytest -n 2 --dist loadfile
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -30,20 +30,6 @@ def synthetic_splits(n_train: int = 96, n_val: int = 32, n_test: int = 40, seed:
     return data.make_splits((x_train, y_train), (x_test, y_test), val_size=n_val)
 
 
-# `make test` runs the suite on both cores (`pytest -n 2 --dist loadgroup`). Each test module
-# goes to one worker whole, so its module fixtures (a trained model, a bench run, the backend
-# probes) are made once; the modules that start Ray clusters share one worker, so two clusters
-# never start side by side on one machine's Ray ports.
-_SAME_WORKER = {"test_cluster.py": "ray-clusters", "test_bench.py": "ray-clusters"}
-
-
-@pytest.hookimpl(tryfirst=True)
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    for item in items:
-        group = _SAME_WORKER.get(item.path.name, str(item.path.relative_to(item.config.rootpath)))
-        item.add_marker(pytest.mark.xdist_group(group))
-
-
 @pytest.fixture
 def tiny_splits() -> data.Splits:
     return synthetic_splits()

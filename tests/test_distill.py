@@ -139,6 +139,7 @@ def test_the_packaged_teacher_is_identified_by_its_manifests_hash():
 def test_a_teacher_run_without_a_model_is_refused_in_one_line(tmp_path):
     folder = tmp_path / "unfinished"
     folder.mkdir()
+    (folder / "config.json").write_text("{}")
     with pytest.raises(RunError, match=r"has no model\.keras; is it a finished run folder"):
         distill.identify(str(folder))
 

@@ -38,7 +38,10 @@ def test_latest_points_at_newest(tmp_path):
 def test_resolve_run_dir_errors(tmp_path):
     with pytest.raises(RunError, match="not found"):
         runs.resolve_run_dir(tmp_path / "nope")
-    with pytest.raises(RunError, match=r"has no model\.keras"):
+    with pytest.raises(RunError, match=r"is not a run folder \(it has no config\.json\)"):
+        runs.resolve_run_dir(tmp_path)
+    (tmp_path / "config.json").write_text("{}")  # a run that started: it may be resumed
+    with pytest.raises(RunError, match=r"has no model\.keras; .*train --resume"):
         runs.resolve_run_dir(tmp_path)
 
 

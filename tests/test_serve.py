@@ -31,7 +31,7 @@ def seven_png(mnist_test_set):
 def test_health(client):
     response = client.get("/api/health")
     assert response.status_code == 200
-    assert response.json()["status"] == "ok" and response.json()["model"] == "cnn_fast"
+    assert response.json()["status"] == "ok" and response.json()["model"] == "cnn_reader"
 
 
 def test_predict_returns_the_cli_fields_and_the_preprocessed_image(client, seven_png):

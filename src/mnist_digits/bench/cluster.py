@@ -94,10 +94,11 @@ def _on_cluster(quick: bool, results_dir: str, kill_worker: bool) -> dict[str, A
         killed: list[int] = []
 
         def kill_when_training() -> None:
+            # Once a job on the worker node is training: its history.csv is open in the
+            # scratch folder it trains in.
             deadline = time.monotonic() + 300
             while time.monotonic() < deadline:
-                if cluster.processes_titled(1, "remote_job"):
-                    time.sleep(2 if quick else 5)  # into its training
+                if cluster.files(1, "mnist-digits-job-*/*/history.csv"):
                     killed.append(cluster.kill_node(1))
                     return
                 time.sleep(0.2)

@@ -90,9 +90,12 @@ class LoopbackRayCluster:
         (folder / "tmp").mkdir()
         common = [f"--num-cpus={self.cpus}", "--num-gpus=0", f"--temp-dir={folder}",
                   "--disable-usage-stats"]
+        # Ray's fixed default ports (its client server's 10001, the dashboard agent's 52365)
+        # are taken from the free ones, so clusters can run side by side on one machine.
+        common.append(f"--dashboard-agent-listen-port={free_port()}")
         if head:
             args = ["start", "--head", f"--port={self.port}", "--include-dashboard=false",
-                    *common]
+                    f"--ray-client-server-port={free_port()}", *common]
             env = self.env()
         else:
             args = ["start", f"--address={self.address}", *common]
