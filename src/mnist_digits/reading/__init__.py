@@ -9,6 +9,10 @@ An image goes through these modules, each with one job:
 - `pipeline`: the model over the frames of many images at once -> `results.Reading`s;
 - `formats`: readings -> the text, JSON lines and CSV that `predict` prints.
 
+What comes next has its place beside them: finding and flattening the sheet in a photo
+(`page`, before `ink`), grouping marks into lines of writing (`lines`, between `ink` and
+`segment`), and a line recognizer (`recognize`, beside `frame` and the model).
+
 The status of a reading says what came of it:
 
 - `ok`: every digit's calibrated confidence reached the threshold; `text` holds them all;

@@ -77,7 +77,7 @@ def _border_split(gray: np.ndarray
 def paper_is_ambiguous(gray: np.ndarray) -> bool:
     """Whether ink covers so much of the border that either side could be the paper.
 
-    That happens in tight crops with a thick pen; `reading` then tries both and keeps the
+    That happens in tight crops with a thick pen; `pipeline.prepare` then tries both and keeps the
     reading the model is surer of.
     """
     if gray.size < 16:

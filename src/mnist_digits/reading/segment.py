@@ -11,7 +11,7 @@ mask are the starting point. Then:
 3. what remains and is at least a quarter the height of the tallest is a digit, read in the
    order of its centre from left to right;
 4. a region much wider than tall may be touching digits: `split_wide` proposes a cut at the
-   thinnest column, and `reading` takes it only when the model reads the whole as unsure and
+   thinnest column, and `pipeline` takes it only when the model reads the whole as unsure and
    both parts as sure digits (a wide 2 with a flourish stays one digit).
 
 The cost is bounded: the labelling is linear in the pixels, and an image with more than
