@@ -114,6 +114,33 @@ def test_a_folder_and_an_empty_list_are_refused_in_one_line(tmp_path):
         mnist_digits.read(EXAMPLES / "seven.png", threshold=1.5)
 
 
+def test_a_model_named_by_latest_is_loaded_anew_after_a_new_run(tiny_splits, tmp_path):
+    from mnist_digits import runs, train
+    from mnist_digits.config import resolve_config
+
+    seven = EXAMPLES / "seven.png"
+    results = tmp_path / "results"
+    readings = []
+    for seed in (1, 2):
+        run_dir = runs.new_run_dir(results, "mlp_small", f"s{seed}")
+        train.train(resolve_config({}, {"model": "mlp_small", "epochs": 1, "seed": seed}),
+                    run_dir, splits=tiny_splits)
+        runs.point_latest(results, run_dir)
+        readings.append(mnist_digits.read(seven, model=results / "latest"))
+    assert readings[0].digits[0].probabilities != readings[1].digits[0].probabilities
+
+
+def test_a_pil_image_is_turned_upright_as_its_file_would_be(tmp_path):
+    # A photo taken turned: the pixels lie on their side and the EXIF tag says so.
+    upright = Image.open(EXAMPLES / "number-4021.png").convert("RGB")
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation: turn 90 degrees clockwise to view
+    path = tmp_path / "turned.jpg"
+    upright.transpose(Image.Transpose.ROTATE_90).save(path, exif=exif, quality=95)
+    assert mnist_digits.read(path).text == "4021"
+    assert mnist_digits.read(Image.open(path)).text == "4021"
+
+
 def test_the_threshold_and_the_model_are_the_users_to_choose(tiny_splits, tmp_path):
     from mnist_digits import runs, train
     from mnist_digits.config import resolve_config

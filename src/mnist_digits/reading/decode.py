@@ -221,7 +221,8 @@ def load(source: Source, *, name: str | None = None) -> Image.Image:
                              f"{DEFAULT_MAX_PIXELS:,}; scale it down first", "too_large")
         if width * height == 0:
             raise ImageError(name, "the image has no pixels", "empty")
-        return source
+        # As a file is read: a photo whose EXIF says it was taken turned is turned upright.
+        return ImageOps.exif_transpose(source)
     if isinstance(source, np.ndarray):
         return from_array(source, source=name)
     raise ImageError(name, f"cannot read a {type(source).__name__}; give a file path, bytes, a "

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from PIL import Image
 
-from mnist_digits import data
+from mnist_digits import data, runs
 from mnist_digits.defaults import DEFAULT_THRESHOLD, PACKAGED
 from mnist_digits.errors import ConfigError
 from mnist_digits.reading import decode, frame, ink, segment
@@ -276,15 +276,28 @@ def _load_model(model: str | os.PathLike | None) -> keras.Model:
     return predict.load_model(model)
 
 
-_READERS: dict[tuple[str, float], Reader] = {}
+_READERS: dict[tuple[Any, ...], Reader] = {}
+
+
+def _model_key(model: str | os.PathLike | None) -> tuple[Any, ...]:
+    """What a model name stands for now: the model file it resolves to (following
+    `results/latest`) and when that file last changed, so a retrained run is loaded anew."""
+    if model is None or str(model) == PACKAGED:
+        return (PACKAGED,)
+    path = Path(model).resolve()
+    file = path / runs.MODEL if path.is_dir() else path
+    try:
+        return (str(file), file.stat().st_mtime_ns)
+    except OSError:  # missing: Reader says so, in its words
+        return (str(file), None)
 
 
 def read(source: decode.Source | list[decode.Source], *, model: Any = None,
          threshold: float | None = None) -> Reading | list[Reading]:
     """Reads the digits or number in one image, or in each of a list of images.
 
-    The model named by `model` is loaded once and kept for later calls (`Reader` gives you
-    the object to hold).
+    The model named by `model` is loaded once and kept for later calls, until its file changes
+    (a run folder's `latest` retrained, say); `Reader` gives you the object to hold.
 
     Args:
         source: a path, image file bytes, a PIL image or a NumPy array (H x W or H x W x C;
@@ -303,7 +316,7 @@ def read(source: decode.Source | list[decode.Source], *, model: Any = None,
     if _is_model(model):
         reader = Reader(model, threshold)
     else:
-        key = (str(model or PACKAGED), threshold)
+        key = (*_model_key(model), threshold)
         reader = _READERS.get(key) or _READERS.setdefault(key, Reader(model, threshold))
     if not isinstance(source, list):
         return reader.read(source)
