@@ -149,7 +149,8 @@ def create_app(model: keras.Model, *, max_upload_bytes: int = DEFAULT_MAX_UPLOAD
         redoc_url=None,
     )
     # The vendored Swagger UI (4.15) renders OpenAPI 3.0 only: with FastAPI's default 3.1.0
-    # /docs says "Unable to render this definition". The schema itself reads as 3.0.
+    # /docs says "Unable to render this definition". Declared 3.0.3, it renders every operation
+    # and model; the nullable fields keep 3.1's `anyOf` with `null`, which it shows as is.
     app.openapi_version = "3.0.3"
     app.add_middleware(BodyLimit, limit=max_upload_bytes + MULTIPART_OVERHEAD)
     app.mount("/docs-assets", StaticFiles(directory=str(swagger_ui_path)), name="docs-assets")
