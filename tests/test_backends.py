@@ -73,6 +73,11 @@ def test_each_backend_trains_resumes_and_reports(probes, name):
 
 
 @pytest.mark.parametrize("name", backend.BACKENDS)
+def test_the_python_api_reads_on_each_backend(probes, name):
+    assert probes[name]["read"] == ["4021", "7"]
+
+
+@pytest.mark.parametrize("name", backend.BACKENDS)
 def test_each_backend_trains_in_mixed_bfloat16_and_saves_a_float32_model(probes, name):
     mixed = probes[name]["mixed"]
     # The convolutions computed in bfloat16, the dense head (classifier, hidden layer and its

@@ -7,6 +7,7 @@ Without model files it trains on BACKEND (tiny, real MNIST) and writes `OUT_DIR/
 - the saved model's predictions on fixed images, through the compiled forward and eagerly;
 - the same model averaged over test-time views, against views turned by SciPy;
 - the same config in mixed bfloat16: the compute dtypes it trained with, the saved model's;
+- `mnist_digits.read` with the packaged model on two of the docs' examples;
 - whether TensorFlow was imported.
 With model files it loads each (saved by any backend) and writes their predictions on the same
 images to `OUT_DIR/loaded.json`.
@@ -117,6 +118,10 @@ def train_and_check(out: Path) -> dict:
                        for degrees in ensemble.TTA_ROTATIONS)]
     expected = np.mean([predict.predict_proba(model, view) for view in turned], axis=0)
     tta_error = float(np.max(np.abs(predict.predict_proba(tta, inner) - expected)))
+    import mnist_digits
+
+    examples = Path(__file__).resolve().parents[2] / "docs" / "examples"
+    read = mnist_digits.read([examples / "number-4021.png", examples / "seven.png"])
     return {
         "backend": keras.backend.backend(),
         "status_after_interrupt": status_after_interrupt,
@@ -134,6 +139,7 @@ def train_and_check(out: Path) -> dict:
                       "saved_params": predict.load_model(student_dir).count_params()},
         "mixed": {"trained_in": trained_in.seen, "saved_in": saved_in,
                   "accuracy": mixed["test"]["accuracy"]},
+        "read": [reading.text for reading in read],
     }
 
 
