@@ -154,11 +154,13 @@ def test_an_unknown_backend_is_one_line(capsys):
     one_line_error(capsys, main(["--backend", "mxnet", "info"]), 2, "invalid choice")
 
 
-def test_a_missing_backend_says_how_to_install_it(monkeypatch):
+@pytest.mark.parametrize("name", ["jax", "torch"])
+def test_a_missing_backend_says_how_to_install_it(monkeypatch, name):
     monkeypatch.setattr(backend.importlib.util, "find_spec", lambda name: None)
     monkeypatch.delitem(sys.modules, "keras", raising=False)
-    with pytest.raises(backend.ConfigError, match=r"jax backend is not installed.*\[jax\]"):
-        backend.choose("jax")
+    with pytest.raises(backend.ConfigError,
+                       match=rf"{name} backend is not installed.*'mnist-digits\[{name}\]'"):
+        backend.choose(name)
 
 
 def test_keras_backend_environment_variable_is_respected(tmp_path):

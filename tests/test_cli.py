@@ -106,6 +106,20 @@ def test_serve_on_a_busy_port_says_so_before_loading_the_model(capsys):
                        f"port {port} on 127.0.0.1 is in use", "--port")
 
 
+@pytest.mark.parametrize("argv", [
+    ["compare", "--models", "mlp_small", "--seeds", "1", "--cluster", "ray"],
+    ["sweep", "--model", "mlp_small", "--space", "space.json", "--trials", "1"],
+], ids=["compare-on-a-cluster", "sweep"])
+def test_without_the_cluster_extra_one_line_says_what_to_install(capsys, monkeypatch, argv):
+    # As in a wheel installed without [cluster]: Ray's module cannot be found.
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "ray" else real(name, *a))
+    one_line_error(capsys, main(argv), 2, "need Ray", "pip install 'mnist-digits[cluster]'")
+
+
 def test_missing_config_file(capsys, tmp_path):
     one_line_error(capsys, main(["train", "--config", str(tmp_path / "x.json")]), 2, "not found")
 

@@ -12,12 +12,15 @@ from mnist_digits.commands import options
 
 
 def prepare(args: argparse.Namespace, backend_name: str) -> None:
-    """Before Keras: the presets named are checked, and jobs run here with --cpus-per-job hold
-    their framework threads to it."""
+    """Before Keras: the presets named are checked, --cluster needs Ray (the [cluster] extra),
+    and jobs run here with --cpus-per-job hold their framework threads to it."""
     from mnist_digits import models
+    from mnist_digits.cluster import connect
 
     if getattr(args, "models", None):
         args.models = models.parse_names(args.models)
+    if args.cluster or args.command == "sweep":
+        connect.require_ray()
     if args.cpus_per_job and not args.cluster:
         os.environ.update(parallel.thread_env(max(1, int(args.cpus_per_job))))
 

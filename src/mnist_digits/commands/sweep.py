@@ -35,10 +35,9 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from mnist_digits.cluster import connect, space, sweep
+    from mnist_digits.cluster import space, sweep
     from mnist_digits.config import resolve_config
 
-    connect.require_ray()
     cli_values = {k: v for k, v in options.cli_values(args).items()
                   if k != "model" and v is not None}
     settings = sweep.SweepSettings(
