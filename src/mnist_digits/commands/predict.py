@@ -46,7 +46,6 @@ def prepare(args: argparse.Namespace, backend_name: str) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from mnist_digits.reading import formats, frame, pipeline
-    from mnist_digits.reading.results import Reading
 
     paths = list(pipeline.expand_paths(args.paths))
     if args.needs_keras:
@@ -59,8 +58,7 @@ def run(args: argparse.Namespace) -> int:
         # Made inside the bar's block, which routes stdout around the bar.
         writer = formats.Writer(sys.stdout, args.format, top=args.top)
         results = reader.read_many(paths, args.batch_size, progress=progress) \
-            if args.needs_keras else (Reading(str(p), "error", error="no such file")
-                                      for p in paths)
+            if args.needs_keras else (_unreadable(p) for p in paths)
         for i, result in enumerate(results):
             failed += result.error is not None
             if args.save_preprocessed:
@@ -70,3 +68,17 @@ def run(args: argparse.Namespace) -> int:
                     (args.save_preprocessed / name).write_bytes(frame.to_png(found.frame))
             writer.write(result)
     return 1 if failed else 0
+
+
+def _unreadable(path: Path):
+    """The error reading of a file that is not there, in `decode.read_file`'s words, with no
+    model loaded (`prepare` found that none of the paths exists)."""
+    from mnist_digits.reading import decode
+    from mnist_digits.reading.results import Reading
+
+    try:
+        decode.read_file(path)
+    except decode.ImageError as err:
+        return Reading(str(path), "error", error=err.reason)
+    return Reading(str(path), "error", error="it appeared after predict started, with no model "
+                                             "loaded; run predict again")

@@ -47,6 +47,14 @@ class ImageError(MnistDigitsError):
         self.source, self.reason, self.kind = str(source), reason, kind
 
 
+def check_size(source: str, width: int, height: int,
+               max_pixels: int = DEFAULT_MAX_PIXELS) -> None:
+    """Raises ImageError (`too_large`) for an image of more than `max_pixels` pixels."""
+    if width * height > max_pixels:
+        raise ImageError(source, f"image is {width}x{height} pixels, over the limit of "
+                         f"{max_pixels:,}; scale it down first", "too_large")
+
+
 def open_image(data: bytes, *, source: str = "<bytes>",
                max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
     """Decodes image bytes safely.
@@ -70,10 +78,7 @@ def open_image(data: bytes, *, source: str = "<bytes>",
             if fmt not in FORMATS:
                 raise ImageError(source, f"unsupported image format {fmt}; use PNG, JPEG, BMP, "
                                  f"GIF, WebP or TIFF", "unsupported")
-            width, height = image.size
-            if width * height > max_pixels:
-                raise ImageError(source, f"image is {width}x{height} pixels, over the limit "
-                                 f"of {max_pixels:,}; scale it down first", "too_large")
+            check_size(source, *image.size, max_pixels)
             image.seek(0)  # first frame of an animated GIF/WebP/TIFF
             image.load()
             image = ImageOps.exif_transpose(image)
@@ -168,9 +173,7 @@ def from_array(array: Any, *, source: str = "<array>") -> Image.Image:
             or min(array.shape[:2], default=0) < 1:
         raise ImageError(source, f"an array of shape {array.shape} is not an image; give "
                          "H x W (gray) or H x W x 3/4 (RGB/RGBA)", "not_image")
-    if array.shape[0] * array.shape[1] > DEFAULT_MAX_PIXELS:
-        raise ImageError(source, f"image is {array.shape[1]}x{array.shape[0]} pixels, over the "
-                         f"limit of {DEFAULT_MAX_PIXELS:,}; scale it down first", "too_large")
+    check_size(source, array.shape[1], array.shape[0])
     if array.dtype == np.bool_:
         array = array.astype(np.uint8) * 255
     elif np.issubdtype(array.dtype, np.floating):
@@ -216,9 +219,7 @@ def load(source: Source, *, name: str | None = None) -> Image.Image:
         return open_image(bytes(source), source=name)
     if isinstance(source, Image.Image):
         width, height = source.size
-        if width * height > DEFAULT_MAX_PIXELS:
-            raise ImageError(name, f"image is {width}x{height} pixels, over the limit of "
-                             f"{DEFAULT_MAX_PIXELS:,}; scale it down first", "too_large")
+        check_size(name, width, height)
         if width * height == 0:
             raise ImageError(name, "the image has no pixels", "empty")
         # As a file is read: a photo whose EXIF says it was taken turned is turned upright.
