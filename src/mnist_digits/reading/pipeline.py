@@ -173,7 +173,7 @@ def expand_paths(paths: Iterable[str | os.PathLike]) -> Iterator[Path]:
             yield path
 
 
-def _prepare_source(source: Any, max_digits: int, *, strict: bool) -> _Pending:
+def _prepare_source(source: Any, *, strict: bool) -> _Pending:
     """Decodes and cuts one source; a source that cannot be read raises (`strict`) or becomes
     an error reading whose message is the reason alone (each result shows its path already)."""
     name = decode.source_name(source)
@@ -187,7 +187,7 @@ def _prepare_source(source: Any, max_digits: int, *, strict: bool) -> _Pending:
         if strict:
             raise
         return _Pending(name, error=err.reason)
-    return prepare(name, image, max_digits)
+    return prepare(name, image)
 
 
 def check_threshold(threshold: float | None) -> float:
@@ -228,7 +228,7 @@ class Reader:
         Raises:
             ImageError: the source is missing, not an image, or not a readable one.
         """
-        return finish([_prepare_source(source, segment.MAX_DIGITS, strict=True)], self.model,
+        return finish([_prepare_source(source, strict=True)], self.model,
                       self.threshold)[0]
 
     def read_many(self, sources: Iterable[decode.Source], batch_size: int = 256, *,
@@ -254,7 +254,7 @@ class Reader:
         done = 0
         iterator = iter(sources)
         while batch := list(itertools.islice(iterator, batch_size)):
-            pending = [_prepare_source(s, segment.MAX_DIGITS, strict=False) for s in batch]
+            pending = [_prepare_source(s, strict=False) for s in batch]
             yield from finish(pending, self.model, self.threshold)
             done += len(batch)
             if progress:
@@ -322,5 +322,5 @@ def read(source: decode.Source | list[decode.Source], *, model: Any = None,
         return reader.read(source)
     if not source:
         raise ConfigError("read() was given an empty list; give at least one image")
-    pending = [_prepare_source(s, segment.MAX_DIGITS, strict=True) for s in source]
+    pending = [_prepare_source(s, strict=True) for s in source]
     return finish(pending, reader.model, reader.threshold)
