@@ -93,9 +93,11 @@ def _train_job(kind: str, name: str, seed: int, quick: bool, work_dir: str,
 
     # A quick run trains on 1,500 images, its split in its config too, so that ensembles of its
     # runs evaluate on that split; a distilled one keeps the 10,000 its teacher held out.
-    distilled = kind == "preset" and resolve_config({}, {"model": name}).teacher
-    split = {"limit": None, "val_size": 10_000} if not quick else \
-        {"limit": 11_500 if distilled else 2000, "val_size": 10_000 if distilled else 500}
+    split = {"limit": None, "val_size": 10_000}
+    if quick:
+        distilled = kind == "preset" and resolve_config({}, {"model": name}).teacher
+        split = {"limit": 11_500, "val_size": 10_000} if distilled else \
+            {"limit": 2000, "val_size": 500}
     splits = data.load_splits(**split)
     start = time.perf_counter()
     if kind == "baseline":
