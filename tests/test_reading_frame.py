@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from conftest import ink_on_paper
 from helpers import png_header_only
-from PIL import Image
+from PIL import Image, ImageFilter
 from scipy import ndimage
 
 from mnist_digits import predict
@@ -102,6 +102,48 @@ def test_every_format_and_mode_is_read_correctly(index, mnist_test_set, mnist_mo
     predicted = predict.predict_proba(mnist_model, np.stack(frames)).argmax(axis=1)
     wrong = [name for name, p in zip(files, predicted, strict=True) if p != labels[index]]
     assert not wrong, f"misread as not {labels[index]}: {wrong}"
+
+
+def keyed_drawing(digit: np.ndarray) -> Image.Image:
+    """A dark digit drawn with a soft pen on white, saved as a palette image whose white is its
+    transparent colour: the paper keyed out, the strokes' light anti-aliased rim still opaque
+    (and more of it than their dark cores)."""
+    paper = Image.fromarray(ink_on_paper(digit, size=280, scale=8))
+    soft = Image.fromarray(255 - ndimage.grey_erosion(255 - np.asarray(paper), size=9)) \
+        .filter(ImageFilter.GaussianBlur(4))
+    palette = soft.convert("RGB").quantize(64)
+    white = int(np.argmax(np.asarray(palette.getpalette()[:64 * 3]).reshape(-1, 3).sum(axis=1)))
+    palette.info["transparency"] = white
+    return palette
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "GIF"])
+def test_keyed_out_paper_is_paper_not_ink(fmt, mnist_test_set, mnist_model):
+    images, labels = mnist_test_set
+    keyed = keyed_drawing(images[TWO])
+    drawing = encode(keyed, fmt, transparency=keyed.info["transparency"])
+    image = decode.open_image(drawing)
+    rgba = np.asarray(image.convert("RGBA"))
+    opaque = rgba[..., 3] > 127
+    gray = decode.to_gray(image)
+    # The rim outnumbers the cores, which made the old rule call the marks light.
+    assert np.median(gray[opaque]) > 0.5
+    assert gray[~opaque].min() == 1.0  # the keyed paper is white again, not black
+    frame = frame_image(drawing)
+    check_frame(frame)
+    assert predict.predict_proba(mnist_model, frame[None]).argmax() == labels[TWO]
+
+
+@pytest.mark.parametrize("light_strokes", [False, True])
+def test_canvas_exports_put_the_paper_opposite_the_strokes(light_strokes):
+    ink = np.zeros((60, 60), np.uint8)
+    ink[10:50, 27:33] = 255
+    rgba = np.zeros((60, 60, 4), np.uint8)
+    rgba[..., :3] = 255 if light_strokes else 0
+    rgba[..., 3] = ndimage.uniform_filter(ink, 3)  # anti-aliasing lives in the alpha channel
+    gray = decode.to_gray(Image.fromarray(rgba, "RGBA"))
+    assert gray[0, 0] == (0.0 if light_strokes else 1.0)
+    assert gray[30, 30] == (1.0 if light_strokes else 0.0)
 
 
 def test_sixteen_bit_is_rescaled_not_saturated():

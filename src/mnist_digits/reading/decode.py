@@ -132,11 +132,34 @@ def to_gray(image: Image.Image) -> np.ndarray:
     opaque = alpha > 0.5
     if opaque.all():
         return gray
-    # The visible marks decide the background: dark marks go on white, light marks on black.
-    marks_are_dark = not opaque.any() or float(np.median(gray[opaque])) < 0.5
-    background = 1.0 if marks_are_dark else 0.0
+    background = 0.0 if opaque.any() and paper_is_dark(gray, opaque) else 1.0
     return (gray * alpha + background * (1 - alpha)).astype(np.float32)
 
+
+KEYED_FADE = 0.15  # rim and cores of opaque marks differing this much: the rim fades to paper
+
+
+def paper_is_dark(gray: np.ndarray, opaque: np.ndarray) -> bool:
+    """Whether the transparent part of an image stands for dark paper, judged by its marks.
+
+    Two kinds of image are transparent around their marks. A canvas export draws strokes in one
+    colour and puts their anti-aliasing in the alpha channel: the paper is the colour the marks
+    are not (black strokes on white, white strokes on black). A drawing whose paper was keyed
+    out (a palette PNG or GIF with white as its transparent colour) keeps its anti-aliased rim
+    opaque, in colours that fade from the ink towards the paper: there the paper is the side the
+    rim fades to, whatever the ink's own colour. Deciding by all opaque pixels fails there,
+    because the near-white rim of thin strokes outnumbers their dark cores, and the strokes
+    turned into hollow outlines on black.
+    """
+    import cv2  # the reading's own dependency; decoding alone does not need it
+
+    distance = cv2.distanceTransform(np.pad(opaque, 1).astype(np.uint8), cv2.DIST_L2, 3)
+    distance = distance[1:-1, 1:-1]
+    core = float(np.median(gray[opaque & (distance >= 0.5 * float(distance.max()))]))
+    rim = float(np.median(gray[opaque & (distance <= 1.5)]))
+    if abs(rim - core) > KEYED_FADE:
+        return rim < core
+    return core >= 0.5
 
 
 def read_file(path: str | os.PathLike) -> bytes:
