@@ -102,7 +102,7 @@ def test_more_than_32_digits_is_a_clear_error(model, mnist_test_set):
     data, _ = number_sheet(images, list(range(34)), gap=20)
     result = read(model, data)
     assert result.status == "error" and result.text is None
-    assert "found 34 digits; at most 32" in result.error
+    assert "found 34 digits in a line; at most 32" in result.error
 
 
 def test_thousands_of_marks_get_a_clear_answer(model):

@@ -82,7 +82,7 @@ def test_more_than_the_limit_is_refused():
     mask = np.zeros((60, 40 * 34), bool)
     for k in range(34):
         _ring(mask, 40 * k + 5, 5, 30, 50)
-    with pytest.raises(segment.SegmentError, match="found 34 digits; at most 32"):
+    with pytest.raises(segment.SegmentError, match="found 34 digits in a line; at most 32"):
         segment.find_digits(mask)
 
 

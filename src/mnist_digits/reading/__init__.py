@@ -1,17 +1,19 @@
-"""Reading images: every digit in an image, left to right, and an honest status.
+"""Reading images: every digit in an image, line by line, left to right, and an honest status.
 
 An image goes through these modules, each with one job:
 
 - `decode`: any source (a path, bytes, a PIL image, a NumPy array) -> a decoded image, safely;
-- `ink`: which side is paper, uneven light removed, rules and specks dropped -> the ink mask;
-- `segment`: the ink -> one region per digit, left to right;
+- `page`: a photo of paper lying on something -> the sheet found and flattened upright;
+- `ink`: which side is paper, uneven light removed (`light` on a flattened sheet), rules and
+  specks dropped -> the ink mask;
+- `lines`: the ink -> lines of writing, top to bottom;
+- `segment`: each line -> one region per digit, left to right;
 - `frame`: each region -> an MNIST-style 28x28 frame;
 - `pipeline`: the model over the frames of many images at once -> `results.Reading`s;
-- `formats`: readings -> the text, JSON lines and CSV that `predict` prints.
+- `formats`: readings -> the text, JSON lines and CSV that `predict` prints;
+- `overview`: a reading drawn on its page, for `predict --save-preprocessed`.
 
-What comes next has its place beside them: finding and flattening the sheet in a photo
-(`page`, before `ink`), grouping marks into lines of writing (`lines`, between `ink` and
-`segment`), and a line recognizer (`recognize`, beside `frame` and the model).
+A line recognizer (`recognize`, beside `frame` and the model) has its place beside them.
 
 The status of a reading says what came of it:
 

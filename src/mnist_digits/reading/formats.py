@@ -19,17 +19,33 @@ def percent(p: float) -> str:
     return ">99.9%" if p >= 0.9995 else f"{p:.1%}"
 
 
+def _shown(digits) -> str:
+    return ", ".join(f"{d.digit} ({percent(d.confidence)}{', unsure' if d.unsure else ''})"
+                     for d in digits)
+
+
 def text_line(result: Reading, top: int = 1) -> str:
-    """One line of the text format: the number, and each digit's confidence."""
+    """The text format of one reading: one line with the number and each digit's confidence;
+    for a page of several lines of writing, one such line for each, as `path:k: ...` (k
+    counts from 1, top to bottom)."""
     if result.error is not None:
         return f"{result.path}: error: {result.error}"
     if result.status == "no_digit":
         return f"{result.path}: no digit"
+    if len(result.written_lines) > 1:
+        out = []
+        for k, (line, text) in enumerate(zip(result.written_lines, result.line_texts,
+                                                     strict=True), 1):
+            digits = [result.digits[i] for i in line.digits]
+            shown = _shown(digits)
+            out.append(f"{result.path}:{k}: unsure, not confidently a number (best guess: "
+                       f"{shown})" if any(d.unsure for d in digits) else
+                       f"{result.path}:{k}: {text} [{shown}]")
+        return "\n".join(out)
     if result.single:
         shown = ", ".join(f"{d} ({percent(p)})" for d, p in result.top(top))
     else:
-        shown = ", ".join(f"{d.digit} ({percent(d.confidence)}"
-                          f"{', unsure' if d.unsure else ''})" for d in result.digits)
+        shown = _shown(result.digits)
     if result.status == "unsure":
         what = "a digit" if len(result.digits) == 1 else "a number"
         return f"{result.path}: unsure, not confidently {what} (best guess: {shown})"
@@ -47,7 +63,8 @@ def json_record(result: Reading, top: int = 1) -> dict:
 
 
 def csv_row(result: Reading) -> list:
-    """One CSV row under `CSV_HEADER`: every probability of a single digit-like mark."""
+    """One CSV row under `CSV_HEADER`: every probability of a single digit-like mark. The
+    `text` of a page of several lines holds newlines, which the CSV writer quotes."""
     probs = result.probabilities or [""] * NUM_CLASSES
     return [result.path, result.status, result.text or "",
             "" if result.digit is None else result.digit,

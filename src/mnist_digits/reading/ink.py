@@ -8,7 +8,7 @@ The steps (the module docstring of `reading` has the whole pipeline):
    inverted;
 3. paper is added around the image, so a tight crop looks like a digit on a sheet;
 4. background removal: a large-scale morphological opening estimates uneven lighting and is
-   subtracted;
+   subtracted (on a sheet flattened out of a photo, `light.ink_map` follows shadows closely);
 5. the ink mask by Otsu's threshold; ruled lines and specks much smaller than the digit are
    dropped; too little ink means "no digit".
 """
@@ -21,6 +21,7 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
+from mnist_digits.reading import light, page
 from mnist_digits.reading.decode import to_gray
 
 ANALYSIS_SIZE = 1024  # larger images are area-reduced to this many pixels squared, paper included
@@ -28,6 +29,7 @@ MIN_CONTRAST = 0.12  # ink must differ from paper by this much of the full range
 MIN_INK_FRACTION = 0.0005  # less ink than this share of the image is "no digit"
 SPECK_RATIO = 0.08  # ink components under this share of the largest one are noise
 PAD_RATIO = 0.2  # paper added around the image, as a share of its longer side
+EDGE_NEAR = 0.02  # marks this close to a flattened sheet's edge (share of its side) are not ink
 
 
 def _reduce(gray: np.ndarray, longest: int) -> np.ndarray:
@@ -154,7 +156,8 @@ def ink_map(gray: np.ndarray, dark: bool | None = None) -> np.ndarray:
 
     Dark ink (see `ink_is_dark`, or `dark` when given) is inverted first. Uneven lighting is
     removed by subtracting a grey opening much larger than a stroke, which keeps the slowly
-    varying background and drops the thin ink.
+    varying background and drops the thin ink. A flattened sheet from a photo uses
+    `light.ink_map` instead, which follows shadows more closely.
     """
     h, w = gray.shape
     if dark is None:
@@ -251,8 +254,8 @@ def remove_ruled_lines(ink: np.ndarray, threshold: float,
     return out if changed and (out > threshold).any() else ink
 
 
-def digit_mask(ink: np.ndarray, inner: tuple[int, int, int, int] | None = None
-               ) -> tuple[np.ndarray, float] | None:
+def digit_mask(ink: np.ndarray, inner: tuple[int, int, int, int] | None = None,
+               hysteresis: float = 1.0) -> tuple[np.ndarray, float] | None:
     """The pixels that belong to the digit and the ink threshold, or None if there is no digit.
 
     Args:
@@ -260,9 +263,13 @@ def digit_mask(ink: np.ndarray, inner: tuple[int, int, int, int] | None = None
         inner: `(top, left, bottom, right)` of the image inside the paper added by
             `pad_with_paper`: the ink's statistics are taken there, not over the added paper.
             The whole map if None.
+        hysteresis: ink above this share of the threshold counts too, where it joins ink
+            above the threshold; 1 takes only what is above it.
 
     Raises nothing: blank paper, uniform colour and faint noise all give None.
     """
+    import cv2
+
     top_, left, bottom, right = inner or (0, 0, *ink.shape)
     original = ink[top_:bottom, left:right]
     area = original.size
@@ -273,11 +280,17 @@ def digit_mask(ink: np.ndarray, inner: tuple[int, int, int, int] | None = None
     mask = ink > threshold
     if mask.sum() < max(4.0, MIN_INK_FRACTION * area):
         return None
-    labels, count = ndimage.label(mask, structure=np.ones((3, 3)))
-    if count > 1:
-        areas = np.bincount(labels.ravel())[1:]
-        keep = np.flatnonzero(areas >= SPECK_RATIO * areas.max()) + 1
-        mask = np.isin(labels, keep)
+    # Hysteresis: fainter ink joined to ink above the threshold is ink too, so a light pencil
+    # stroke that fades in places is not broken into pieces.
+    count, labels = cv2.connectedComponents((ink > hysteresis * threshold).astype(np.uint8),
+                                            connectivity=8)
+    strong = np.zeros(count, bool)
+    strong[labels[mask]] = True
+    strong[0] = False
+    if strong.sum() > 1:
+        areas = np.bincount(labels.ravel(), minlength=count)
+        strong &= areas >= SPECK_RATIO * areas[strong].max()
+    mask = strong[labels]
     # Ink covering almost all of the image is not a digit on paper (a photo of a wall, noise);
     # a thick pen in a tight crop can cover well over half.
     if mask.sum() > 0.85 * area:
@@ -328,11 +341,17 @@ class InkAnalysis:
     source_size: tuple[int, int]
     paper: str = "light"
     ambiguous: bool = False
+    sheet: page.Sheet | None = None
 
     def to_source(self, box: tuple[int, int, int, int]) -> list[int]:
-        """An analysis-pixel box `(x0, y0, x1, y1)` (x1, y1 exclusive) in source pixels."""
+        """An analysis-pixel box `(x0, y0, x1, y1)` (x1, y1 exclusive) in source pixels: on a
+        flattened sheet, the box around the four corners mapped back into the photo."""
         width, height = self.source_size
-        x0, y0, x1, y1 = ((v - self.margin) * self.scale for v in box)
+        x0, y0, x1, y1 = (v - self.margin for v in box)
+        if self.sheet is not None:
+            corners = self.sheet.to_source(np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1]]))
+            (x0, y0), (x1, y1) = corners.min(axis=0), corners.max(axis=0)
+        x0, y0, x1, y1 = (v * self.scale for v in (x0, y0, x1, y1))
         return [int(np.clip(np.floor(x0), 0, width)), int(np.clip(np.floor(y0), 0, height)),
                 int(np.clip(np.ceil(x1), 0, width)), int(np.clip(np.ceil(y1), 0, height))]
 
@@ -344,13 +363,33 @@ def paper_margin(height: int, width: int) -> int:
     return max(2, round(PAD_RATIO * min(max(height, width), 3 * min(height, width))))
 
 
-def analyse(image: Image.Image, paper: str | None = None) -> InkAnalysis | None:
+def _off_the_edge(mask: np.ndarray, inner: tuple[int, int, int, int]) -> np.ndarray:
+    """`mask` without the marks that reach the edge band of a flattened sheet (`inner` is
+    inside it): what is left of the desk, a shadow or a torn edge. Writing on a note keeps
+    off its edges."""
+    import cv2
+
+    _, labels, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8),
+                                                           connectivity=8)
+    top, left, bottom, right = inner
+    x, y, w, h = (stats[1:, k] for k in range(4))
+    touching = (x <= left) | (y <= top) | (x + w >= right) | (y + h >= bottom)
+    return np.isin(labels, np.flatnonzero(~touching) + 1)
+
+
+def analyse(image: Image.Image, paper: str | None = None, *,
+            find_sheet: bool = True) -> InkAnalysis | None:
     """Steps 2-5 of the module docstring: a decoded image -> its ink; None if there is none.
+
+    A sheet found in a photo (`page.find_sheet`) is flattened and read; if no ink is found on
+    it, the photo is read as it is, so a wrong outline cannot lose what the whole image shows.
 
     Args:
         image: the decoded image.
         paper: `"light"` or `"dark"` to force which side is paper; None decides (see
             `ink_is_dark`).
+        find_sheet: look for a (light) sheet of paper lying on something; False, or paper
+            forced `"dark"`, reads the image as it is.
     """
     gray = to_gray(image)
     # The analysis, paper included, costs its pixels: at most ANALYSIS_SIZE squared of them.
@@ -358,22 +397,52 @@ def analyse(image: Image.Image, paper: str | None = None) -> InkAnalysis | None:
     margin = paper_margin(height, width)
     scale = ANALYSIS_SIZE / np.sqrt((height + 2 * margin) * (width + 2 * margin))
     reduced = _reduce(gray, max(1, round(max(height, width) * scale)))
+    source = (gray.shape[1], gray.shape[0], gray.shape[1] / reduced.shape[1])
+    sheet = page.find_sheet(reduced) if find_sheet and paper != "dark" else None
+    if sheet is not None:
+        found = _analyse_reduced(sheet.flatten(reduced), paper, source, sheet)
+        if found is not None:
+            return found
+    return _analyse_reduced(reduced, paper, source, None)
+
+
+def _analyse_reduced(reduced: np.ndarray, paper: str | None,
+                     source: tuple[int, int, float], sheet: page.Sheet | None
+                     ) -> InkAnalysis | None:
+    """`analyse` on the reduced (or flattened) image; `source` is the source's width, height
+    and source pixels per reduced pixel."""
     h, w = reduced.shape
     ambiguous = paper is None and paper_is_ambiguous(reduced)
     if paper is None:
         paper = "dark" if h * w >= 16 and not ink_is_dark(reduced) else "light"
     margin = paper_margin(h, w)
-    ink = ink_map(pad_with_paper(reduced, margin, paper), dark=paper == "light")
+    padded = pad_with_paper(reduced, margin, paper)
+    if sheet is None:
+        ink = ink_map(padded, dark=paper == "light")
+    else:
+        ink = light.ink_map(padded, dark=paper == "light")
+    hysteresis = 1.0 if sheet is None else light.HYSTERESIS
     inner = (margin, margin, margin + h, margin + w)
-    found = digit_mask(ink, inner)
+    if sheet is not None:
+        # The sheet's edge band is cleared before the ink's level is measured: what is left
+        # there of the desk, a shadow or a torn edge would set it above faint pencil.
+        near = round(EDGE_NEAR * min(h, w))
+        inner = (margin + near, margin + near, margin + h - near, margin + w - near)
+        band = np.ones(ink.shape, bool)
+        band[inner[0]:inner[2], inner[1]:inner[3]] = False
+        ink[band] = 0
+    found = digit_mask(ink, inner, hysteresis)
     if found is None:
         return None
     cleaned = remove_ruled_lines(ink, found[1], inner=inner)
     if cleaned is not ink:
         ink = cleaned
-        found = digit_mask(ink, inner)
+        found = digit_mask(ink, inner, hysteresis)
         if found is None:
             return None
-    return InkAnalysis(ink, found[0], found[1], gray.shape[1] / w, margin,
-                       (gray.shape[1], gray.shape[0]), paper, ambiguous)
-
+    if sheet is not None:
+        found = (_off_the_edge(found[0], inner), found[1])
+        if not found[0].any():
+            return None
+    return InkAnalysis(ink, found[0], found[1], source[2], margin, source[:2], paper,
+                       ambiguous, sheet)

@@ -1,6 +1,7 @@
 """The reading pipeline: images -> frames -> one model call -> `Reading`s, in order.
 
-One image goes through `ink.analyse` (its ink), `segment.find_digits` (one region per digit),
+One image goes through `ink.analyse` (its ink, on the flattened sheet of a photo),
+`lines.find_lines` (its lines of writing), `segment.find_digits` (one region per digit),
 `frame.frame_region` (each region as an MNIST-style 28x28 frame) and the model, in one batch
 for all the digits of all the images at hand. `prepare` does all the work but the model's, and
 `finish` the model's, so that a server can hold its model lock only for `finish`.
@@ -21,8 +22,8 @@ from PIL import Image
 from mnist_digits import data, runs
 from mnist_digits.defaults import DEFAULT_THRESHOLD, PACKAGED
 from mnist_digits.errors import ConfigError
-from mnist_digits.reading import decode, frame, ink, segment
-from mnist_digits.reading.results import DigitReading, Reading
+from mnist_digits.reading import decode, frame, ink, lines, segment
+from mnist_digits.reading.results import DigitReading, LineReading, Reading, union_box
 
 if TYPE_CHECKING:
     import keras
@@ -46,10 +47,17 @@ class _Item:
 
 @dataclasses.dataclass
 class _Cut:
-    """One reading of an image's ink, cut into digit frames."""
+    """One reading of an image's ink, cut into lines of writing and digit frames.
+
+    Attributes:
+        analysis: the ink.
+        items: every line's digit-like regions, line after line, each line left to right.
+        lines: how many of `items` each line of writing holds, top to bottom.
+    """
 
     analysis: ink.InkAnalysis
     items: list[_Item]
+    lines: list[int]
 
     @property
     def frames(self) -> list[np.ndarray]:
@@ -84,23 +92,27 @@ def prepare(path: str, image: Image.Image, max_digits: int = segment.MAX_DIGITS)
     cuts = []
     for found in analyses:
         try:
-            regions = segment.find_digits(found.mask, max_digits=max_digits)
+            written = [segment.find_digits(line.mask, max_digits=max_digits,
+                                           offset=line.box[:2])
+                       for line in lines.find_lines(found.mask)]
         except segment.SegmentError as err:
             if len(analyses) == 1:
                 return _Pending(path, error=str(err))
             continue
         items = []
-        for region in regions:
-            parts = segment.split_wide(region)
-            items.append(_Item(region, _frame(found, region), [] if len(parts) == 1 else
-                               [(part, _frame(found, part)) for part in parts]))
-        cuts.append(_Cut(found, items))
+        for regions in written:
+            for region in regions:
+                parts = segment.split_wide(region)
+                items.append(_Item(region, _frame(found, region), [] if len(parts) == 1 else
+                                   [(part, _frame(found, part)) for part in parts]))
+        cuts.append(_Cut(found, items, [len(regions) for regions in written]))
     return _Pending(path, cuts)
 
 
 def _digits(cut: _Cut, probabilities: np.ndarray, threshold: float,
-            max_digits: int) -> list[DigitReading]:
-    """The digits of one cut, given the model's probabilities for `cut.frames` in order.
+            max_digits: int) -> tuple[list[DigitReading], list[LineReading]]:
+    """The digits and lines of one cut, given the model's probabilities for `cut.frames` in
+    order.
 
     A region with a proposed split is read as its parts only when the whole is unsure and every
     part is sure: touching digits.
@@ -111,15 +123,24 @@ def _digits(cut: _Cut, probabilities: np.ndarray, threshold: float,
         return DigitReading(digit, probs[digit], cut.analysis.to_source(region.box), probs,
                             probs[digit] < threshold, frame)
 
-    digits, row = [], 0
-    for item in cut.items:
-        whole = reading(item.region, item.frame, probabilities[row])
-        parts = [reading(region, frame, probabilities[row + 1 + k])
-                 for k, (region, frame) in enumerate(item.parts)]
-        row += 1 + len(parts)
-        split = parts and whole.unsure and not any(p.unsure for p in parts)
-        digits.extend(parts if split else [whole])
-    return digits[:max_digits]
+    digits: list[DigitReading] = []
+    line_readings = []
+    row, items = 0, iter(cut.items)
+    for count in cut.lines:
+        line: list[DigitReading] = []
+        for item in itertools.islice(items, count):
+            whole = reading(item.region, item.frame, probabilities[row])
+            parts = [reading(region, frame, probabilities[row + 1 + k])
+                     for k, (region, frame) in enumerate(item.parts)]
+            row += 1 + len(parts)
+            split = parts and whole.unsure and not any(p.unsure for p in parts)
+            line.extend(parts if split else [whole])
+        line = line[:max_digits]
+        if line:
+            line_readings.append(LineReading(union_box([d.box for d in line]), tuple(
+                range(len(digits), len(digits) + len(line)))))
+            digits.extend(line)
+    return digits, line_readings
 
 
 def finish(pending: Sequence[_Pending], model: keras.Model, threshold: float,
@@ -146,14 +167,17 @@ def finish(pending: Sequence[_Pending], model: keras.Model, threshold: float,
         readings = []
         for cut in p.cuts:
             count = len(cut.frames)
-            readings.append(_digits(cut, probabilities[row:row + count], threshold, max_digits))
+            readings.append((*_digits(cut, probabilities[row:row + count], threshold,
+                                      max_digits), cut))
             row += count
-        best = max(readings, key=lambda digits: (
-            bool(digits) and not any(d.unsure for d in digits), -len(digits),
-            min((d.confidence for d in digits), default=0.0)), default=[])
+        best, best_lines, cut = max(readings, key=lambda found: (
+            bool(found[0]) and not any(d.unsure for d in found[0]), -len(found[0]),
+            min((d.confidence for d in found[0]), default=0.0)), default=([], [], None))
         status = "no_digit" if not best else \
             "unsure" if any(d.unsure for d in best) else "ok"
-        out.append(Reading(p.path, status=status, digits=tuple(best)))
+        sheet = cut.analysis.sheet if cut is not None else None
+        out.append(Reading(p.path, status=status, digits=tuple(best), lines=tuple(best_lines),
+                           sheet=sheet.outline(cut.analysis.scale) if sheet else None))
     return out
 
 

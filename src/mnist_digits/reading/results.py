@@ -34,6 +34,25 @@ class DigitReading:
                 "probabilities": list(self.probabilities), "unsure": self.unsure}
 
 
+def union_box(boxes: list[list[int]]) -> list[int]:
+    """The smallest box `[x0, y0, x1, y1]` that holds all of `boxes`."""
+    corners = np.array(boxes)
+    return [*corners[:, :2].min(axis=0).tolist(), *corners[:, 2:].max(axis=0).tolist()]
+
+
+@dataclasses.dataclass(frozen=True)
+class LineReading:
+    """One line of writing in an image.
+
+    Attributes:
+        box: `[x0, y0, x1, y1]` around its digits' boxes, in source-image pixels.
+        digits: the indices of its digits in `Reading.digits`, left to right.
+    """
+
+    box: list[int]
+    digits: tuple[int, ...]
+
+
 @dataclasses.dataclass(frozen=True)
 class Reading:
     """The outcome for one input image.
@@ -42,19 +61,40 @@ class Reading:
         path: the input as the user named it (or found it in a folder); `<bytes>`, `<image>` or
             `<array>` for other sources.
         status: `ok`, `no_digit`, `unsure` or `error` (see `reading`'s module docstring).
-        digits: every digit found, left to right.
+        digits: every digit found, line after line, each line left to right.
+        lines: the lines of writing, top to bottom (one for a single number).
         error: a one-line reason the image could not be read, or None.
+        sheet: the corners `[x, y]` (top-left, top-right, bottom-right, bottom-left) of the
+            sheet of paper found in a photo and read flattened, in source-image pixels; None
+            when the image was read as it is.
     """
 
     path: str
     status: str = "no_digit"
     digits: tuple[DigitReading, ...] = ()
     error: str | None = None
+    lines: tuple[LineReading, ...] = ()
+    sheet: list[list[float]] | None = None
 
     @property
     def text(self) -> str | None:
-        """The digits read, left to right, or None unless the status is `ok`."""
-        return "".join(str(d.digit) for d in self.digits) if self.status == "ok" else None
+        """The digits read, each line left to right, lines joined by a newline; None unless
+        the status is `ok`."""
+        return "\n".join(self.line_texts) if self.status == "ok" else None
+
+    @property
+    def line_texts(self) -> list[str]:
+        """Each line's digits, sure or not, top to bottom (see `written_lines`)."""
+        return ["".join(str(self.digits[i].digit) for i in line.digits)
+                for line in self.written_lines]
+
+    @property
+    def written_lines(self) -> tuple[LineReading, ...]:
+        """`lines`; for a reading made without them, all its digits as one line."""
+        if self.lines or not self.digits:
+            return self.lines
+        return (LineReading(union_box([d.box for d in self.digits]),
+                            tuple(range(len(self.digits)))),)
 
     @property
     def digit(self) -> int | None:
@@ -80,11 +120,18 @@ class Reading:
         """The JSON fields of `predict --format jsonl` and the web API."""
         if self.error is not None:
             return {"path": self.path, "status": "error", "error": self.error, "digit": None,
-                    "confidence": None, "probabilities": None, "text": None, "digits": []}
+                    "confidence": None, "probabilities": None, "text": None, "digits": [],
+                    "lines": [], "sheet": None}
+        ok = self.status == "ok"
         return {"path": self.path, "status": self.status, "digit": self.digit,
                 "confidence": self.confidence,
                 "probabilities": list(self.probabilities) if self.probabilities else None,
-                "text": self.text, "digits": [d.to_dict() for d in self.digits]}
+                "text": self.text, "digits": [d.to_dict() for d in self.digits],
+                "lines": [{"text": text if ok else None, "box": line.box,
+                           "digits": list(line.digits)}
+                          for line, text in zip(self.written_lines, self.line_texts,
+                                                strict=True)],
+                "sheet": self.sheet}
 
     def top(self, k: int) -> list[tuple[int, float]]:
         """The single digit's k most probable classes, most probable first ([] otherwise)."""

@@ -80,12 +80,14 @@ def _same_digit(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> b
     return y_overlap < 0.5 or heights[0] < 0.5 * heights[1]
 
 
-def find_digits(mask: np.ndarray, *, max_digits: int = MAX_DIGITS) -> list[Region]:
+def find_digits(mask: np.ndarray, *, max_digits: int = MAX_DIGITS,
+                offset: tuple[int, int] = (0, 0)) -> list[Region]:
     """The digits in an ink mask, left to right.
 
     Args:
         mask: bool `(h, w)` ink.
         max_digits: more digits than this raises.
+        offset: `(x, y)` added to every box: where `mask` lies in a larger image.
 
     Returns:
         The regions, ordered by their centre's x; empty when there is no ink.
@@ -132,9 +134,11 @@ def find_digits(mask: np.ndarray, *, max_digits: int = MAX_DIGITS) -> list[Regio
     regions = [r for r in regions if r.box[3] - r.box[1] >= MIN_HEIGHT * tallest]
     regions.sort(key=lambda r: (r.box[0] + r.box[2]) / 2)
     if len(regions) > max_digits:
-        raise SegmentError(f"found {len(regions)} digits; at most {max_digits} are read in one "
-                           f"image (split it into several)")
-    return regions
+        raise SegmentError(f"found {len(regions)} digits in a line; at most {max_digits} are "
+                           f"read in one line (split it into several)")
+    dx, dy = offset
+    return [Region((x0 + dx, y0 + dy, x1 + dx, y1 + dy), r.mask)
+            for r, (x0, y0, x1, y1) in ((r, r.box) for r in regions)]
 
 
 def _union(a: Region, b: Region) -> Region:
