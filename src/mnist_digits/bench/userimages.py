@@ -191,16 +191,10 @@ class NumberImage:
     paper: str
 
 
-def number_image(digits: np.ndarray, labels: np.ndarray, rng: np.random.Generator,
-                 paper: str | None = None) -> NumberImage:
-    """MNIST test digits (uint8 `(k, 28, 28)`) written left to right as one number.
-
-    Each digit gets its own size (0.75-1.25 of the line's), a gap of 0.1-0.6 of the digit height
-    from its neighbour, the whole line a slope of up to 6 degrees, a few specks; the paper is
-    plain, ruled or squared.
-    """
-    paper = paper or NUMBER_PAPERS[rng.integers(len(NUMBER_PAPERS))]
-    line = int(rng.integers(60, 140))  # digit height in pixels
+def compose_line(digits: np.ndarray, rng: np.random.Generator, line: int) -> np.ndarray:
+    """Ink (float, 1 = ink) of MNIST digits (uint8 `(k, 28, 28)`) written left to right, `line`
+    pixels tall: each digit 0.75-1.25 of that, gaps of 0.1-0.6 of it, a slope of up to 6
+    degrees, and `line` pixels of paper left and right."""
     pieces, x = [], 0
     for digit in digits:
         size = max(16, int(line * rng.uniform(0.75, 1.25)))
@@ -220,6 +214,21 @@ def number_image(digits: np.ndarray, labels: np.ndarray, rng: np.random.Generato
         top = int(base + slope * (left + line) - h / 2)
         region = canvas[top:top + h, line + left:line + left + w]
         np.maximum(region, ink[:region.shape[0], :region.shape[1]], out=region)
+    return canvas
+
+
+def number_image(digits: np.ndarray, labels: np.ndarray, rng: np.random.Generator,
+                 paper: str | None = None) -> NumberImage:
+    """MNIST test digits (uint8 `(k, 28, 28)`) written left to right as one number.
+
+    Each digit gets its own size (0.75-1.25 of the line's), a gap of 0.1-0.6 of the digit height
+    from its neighbour, the whole line a slope of up to 6 degrees, a few specks; the paper is
+    plain, ruled or squared.
+    """
+    paper = paper or NUMBER_PAPERS[rng.integers(len(NUMBER_PAPERS))]
+    line = int(rng.integers(60, 140))  # digit height in pixels
+    canvas = compose_line(digits, rng, line)
+    height, width = canvas.shape
     if paper != "plain":
         spacing = int(line * (0.55 if paper == "squared" else 1.1))
         rules = np.zeros_like(canvas)
