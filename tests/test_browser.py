@@ -235,3 +235,42 @@ def test_phone_sized_screen(server, browser, mnist_test_set):
     assert wait_for_answer(page) == str(labels[0])
     page.screenshot(path=str(ARTIFACTS / "browser-phone.png"), full_page=True)
     page.close()
+
+
+def test_a_photo_of_a_page_shows_its_lines_and_sheet(server, browser, mnist_test_set, tmp_path):
+    """Two lines on a sheet lying on a dark desk: the answer keeps the lines, the sheet's outline
+    is drawn in green on the pad, and each line gets its box."""
+    import cv2
+
+    images, labels = mnist_test_set
+    sheet = np.full((300, 420), 255, np.uint8)
+    rows = [[0, 1], [2, 3, 4]]
+    for r, row in enumerate(rows):
+        for k, i in enumerate(row):
+            big = np.asarray(Image.fromarray(images[i]).resize((64, 64), Image.Resampling.BICUBIC))
+            y, x = 50 + 110 * r, 40 + 25 * r + 62 * k
+            sheet[y:y + 64, x:x + 64] = np.minimum(sheet[y:y + 64, x:x + 64], 255 - big)
+    corners = np.float32([[150, 70], [520, 110], [500, 420], [110, 380]])
+    matrix = cv2.getPerspectiveTransform(np.float32([[0, 0], [420, 0], [420, 300], [0, 300]]),
+                                         corners)
+    photo = cv2.warpPerspective(sheet, matrix, (640, 480), borderValue=60)
+    path = tmp_path / "page.png"
+    Image.fromarray(photo).save(path)
+    page = browser.new_page(viewport={"width": 1100, "height": 760})
+    page.goto(server)
+    page.set_input_files("#upload", str(path))
+    answer = wait_for_answer(page)
+    assert answer.split("\n") == ["".join(str(labels[i]) for i in row) for row in rows]
+    colours = page.evaluate("""() => {
+        const c = document.getElementById('boxes');
+        const data = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+        let green = 0, grey = 0;
+        for (let i = 0; i < data.length; i += 4) {
+          if (data[i + 3] < 200) continue;
+          if (data[i + 1] > data[i] + 60 && data[i + 1] > data[i + 2] + 60) green++;
+          if (Math.abs(data[i] - 134) < 12 && Math.abs(data[i + 2] - 150) < 12) grey++;
+        }
+        return [green, grey]; }""")
+    assert colours[0] > 200 and colours[1] > 50, colours
+    page.screenshot(path=str(ARTIFACTS / "browser-page-photo.png"))
+    page.close()

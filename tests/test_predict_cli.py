@@ -52,7 +52,9 @@ def test_jsonl_one_object_per_file_in_order(capsys, mnist_run, image_folder):
     for rel, label in expected.items():
         record = by_path[str(root / rel)]
         assert set(record) == {"path", "status", "digit", "confidence", "probabilities", "text",
-                               "digits"}
+                               "digits", "lines", "sheet"}
+        assert record["lines"] == [{"text": str(label), "box": record["digits"][0]["box"],
+                                    "digits": [0]}] and record["sheet"] is None
         assert record["digit"] == label and record["status"] == "ok"
         assert record["text"] == str(label) and len(record["digits"]) == 1
         found = record["digits"][0]
@@ -99,10 +101,16 @@ def test_save_preprocessed(capsys, mnist_run, image_folder, tmp_path):
                            str(out_dir), str(root / "a.png"), str(root / "b" / "zero.png")])
     assert code == 0
     saved = sorted(out_dir.iterdir())
-    assert [p.name for p in saved] == ["00000-a.png", "00001-zero.png"]
-    with Image.open(saved[0]) as image:
+    assert [p.name for p in saved] == ["00000-a-page.png", "00000-a.png",
+                                       "00001-zero-page.png", "00001-zero.png"]
+    with Image.open(saved[1]) as image:
         assert image.size == (28, 28) and image.mode == "L"
         assert np.asarray(image).max() == 255
+    # The page as read: the source image's size (no sheet in it), the digit boxed in colour.
+    with Image.open(saved[0]) as page, Image.open(root / "a.png") as source:
+        assert page.size == source.size and page.mode == "RGB"
+        pixels = np.asarray(page, np.int16)
+        assert (np.abs(pixels[..., 0] - pixels[..., 2]) > 100).any()
 
 
 def test_batches_keep_input_order(capsys, mnist_run, image_folder):

@@ -39,7 +39,9 @@ def test_predict_returns_the_cli_fields_and_the_preprocessed_image(client, seven
     assert response.status_code == 200
     body = response.json()
     assert set(body) == {"path", "status", "text", "digit", "confidence", "probabilities",
-                         "digits", "threshold", "preprocessed"}
+                         "digits", "lines", "sheet", "threshold", "preprocessed"}
+    assert body["lines"] == [{"text": "7", "box": body["digits"][0]["box"], "digits": [0]}]
+    assert body["sheet"] is None
     assert body["path"] == "seven.png" and body["digit"] == 7 and body["text"] == "7"
     assert body["status"] == "ok" and body["threshold"] == DEFAULT_THRESHOLD
     assert len(body["probabilities"]) == 10 and body["confidence"] > 0.5
@@ -67,6 +69,23 @@ def test_the_schema_types_the_answer(client):
     assert {"status", "text", "digits", "digit", "confidence", "probabilities"} <= set(fields)
     assert set(schema["components"]["schemas"]["DigitOut"]["properties"]) == {
         "digit", "confidence", "box", "probabilities", "unsure"}
+    assert set(schema["components"]["schemas"]["LineOut"]["properties"]) == {
+        "text", "box", "digits"}
+
+
+def test_more_than_16_lines_is_a_422_in_one_line(client, mnist_test_set):
+    images, _ = mnist_test_set
+    page = Image.new("L", (120, 17 * 40), 255)
+    for k in range(17):
+        digit = Image.fromarray(255 - images[k]).resize((24, 24), Image.Resampling.BICUBIC)
+        page.paste(digit, (40, 8 + 40 * k))
+    buffer = io.BytesIO()
+    page.save(buffer, format="PNG")
+    response = client.post("/api/predict", files={"file": ("page.png", buffer.getvalue(),
+                                                           "image/png")})
+    assert response.status_code == 422
+    detail = response.json()["detail"]
+    assert "found 17 lines of writing; at most 16" in detail and "\n" not in detail
 
 
 def test_blank_canvas_is_no_digit(client):

@@ -31,7 +31,8 @@ def add_parser(sub) -> None:
     p.add_argument("--batch-size", type=options.positive_int, default=256, metavar="N",
                    help="images read and predicted together (default 256)")
     p.add_argument("--save-preprocessed", type=Path, metavar="DIR",
-                   help="write the 28x28 images the model saw into DIR")
+                   help="write into DIR the 28x28 images the model saw, and each image's page "
+                        "as read (the sheet flattened, lines and digits boxed)")
     options.add_threshold(p)
     p.set_defaults(run=run, prepare=prepare)
 
@@ -45,7 +46,7 @@ def prepare(args: argparse.Namespace, backend_name: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from mnist_digits.reading import formats, frame, pipeline
+    from mnist_digits.reading import formats, pipeline
 
     paths = list(pipeline.expand_paths(args.paths))
     if args.needs_keras:
@@ -61,13 +62,25 @@ def run(args: argparse.Namespace) -> int:
             if args.needs_keras else (_unreadable(p) for p in paths)
         for i, result in enumerate(results):
             failed += result.error is not None
-            if args.save_preprocessed:
-                for k, found in enumerate(result.digits):
-                    suffix = f"-{k}" if len(result.digits) > 1 else ""
-                    name = f"{i:05d}-{Path(result.path).stem}{suffix}.png"
-                    (args.save_preprocessed / name).write_bytes(frame.to_png(found.frame))
+            if args.save_preprocessed and result.error is None:
+                _save_preprocessed(args.save_preprocessed, f"{i:05d}-{Path(result.path).stem}",
+                                   result)
             writer.write(result)
     return 1 if failed else 0
+
+
+def _save_preprocessed(folder: Path, stem: str, result) -> None:
+    """Each digit's 28x28 frame as `STEM[-k].png`, and the page as read as `STEM-page.png`."""
+    from mnist_digits.reading import decode, frame, overview
+
+    for k, found in enumerate(result.digits):
+        suffix = f"-{k}" if len(result.digits) > 1 else ""
+        (folder / f"{stem}{suffix}.png").write_bytes(frame.to_png(found.frame))
+    try:
+        image = decode.load(result.path)
+    except decode.ImageError:  # changed or gone since it was read: there is no page to draw
+        return
+    overview.page_picture(image, result).save(folder / f"{stem}-page.png")
 
 
 def _unreadable(path: Path):

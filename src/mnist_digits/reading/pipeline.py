@@ -79,14 +79,16 @@ def _frame(analysis: ink.InkAnalysis, region: segment.Region) -> np.ndarray:
     return frame.frame_region(analysis.ink[y0:y1, x0:x1], region.mask, analysis.threshold)
 
 
-def prepare(path: str, image: Image.Image, max_digits: int = segment.MAX_DIGITS) -> _Pending:
+def prepare(path: str, image: Image.Image, max_digits: int = segment.MAX_DIGITS, *,
+            find_sheet: bool = True) -> _Pending:
     """Cuts a decoded image into digit frames, ready for `finish`: all the work but the model's,
     so a server can do it for many requests at once and hold its model lock only for `finish`.
     """
-    analysis = ink.analyse(image)
+    analysis = ink.analyse(image, find_sheet=find_sheet)
     analyses = [analysis] if analysis is not None else []
     if analysis is not None and analysis.ambiguous:
-        other = ink.analyse(image, paper="dark" if analysis.paper == "light" else "light")
+        other = ink.analyse(image, paper="dark" if analysis.paper == "light" else "light",
+                            find_sheet=find_sheet)
         if other is not None:
             analyses.append(other)
     cuts = []
@@ -197,7 +199,7 @@ def expand_paths(paths: Iterable[str | os.PathLike]) -> Iterator[Path]:
             yield path
 
 
-def _prepare_source(source: Any, *, strict: bool) -> _Pending:
+def _prepare_source(source: Any, *, strict: bool, find_sheet: bool = True) -> _Pending:
     """Decodes and cuts one source; a source that cannot be read raises (`strict`) or becomes
     an error reading whose message is the reason alone (each result shows its path already)."""
     name = decode.source_name(source)
@@ -211,7 +213,7 @@ def _prepare_source(source: Any, *, strict: bool) -> _Pending:
         if strict:
             raise
         return _Pending(name, error=err.reason)
-    return prepare(name, image)
+    return prepare(name, image, find_sheet=find_sheet)
 
 
 def check_threshold(threshold: float | None) -> float:
@@ -235,13 +237,17 @@ class Reader:
             or `.keras` file; or a loaded Keras model.
         threshold: the calibrated confidence under which a digit is `unsure` (default
             `DEFAULT_THRESHOLD`).
+        find_sheet: look for a sheet of paper lying on something in each image, and read it
+            flattened (the default); False reads every image as it is.
 
     Raises:
         RunError: the model cannot be found or loaded.
         ConfigError: a threshold outside [0, 1].
     """
 
-    def __init__(self, model: Any = None, threshold: float | None = None) -> None:
+    def __init__(self, model: Any = None, threshold: float | None = None, *,
+                 find_sheet: bool = True) -> None:
+        self.find_sheet = find_sheet
         self.threshold = check_threshold(threshold)
         self.model = model if _is_model(model) else _load_model(model)
 
@@ -252,8 +258,8 @@ class Reader:
         Raises:
             ImageError: the source is missing, not an image, or not a readable one.
         """
-        return finish([_prepare_source(source, strict=True)], self.model,
-                      self.threshold)[0]
+        return finish([_prepare_source(source, strict=True, find_sheet=self.find_sheet)],
+                      self.model, self.threshold)[0]
 
     def read_many(self, sources: Iterable[decode.Source], batch_size: int = 256, *,
                   progress: Callable[[int, int | None], None] | None = None
@@ -278,7 +284,8 @@ class Reader:
         done = 0
         iterator = iter(sources)
         while batch := list(itertools.islice(iterator, batch_size)):
-            pending = [_prepare_source(s, strict=False) for s in batch]
+            pending = [_prepare_source(s, strict=False, find_sheet=self.find_sheet)
+                       for s in batch]
             yield from finish(pending, self.model, self.threshold)
             done += len(batch)
             if progress:

@@ -106,6 +106,15 @@ class DigitOut(BaseModel):
     unsure: bool = Field(description="confidence under the threshold: maybe not a digit")
 
 
+class LineOut(BaseModel):
+    """One line of writing in the image."""
+
+    text: str | None = Field(description="its digits, left to right, when the status is ok")
+    box: list[int] = Field(description="[x0, y0, x1, y1] around its digits, in the uploaded "
+                                       "image's pixels")
+    digits: list[int] = Field(description="the indices of its digits in `digits`")
+
+
 class PredictionOut(BaseModel):
     """What was read in one image: the fields of `mnist-digits predict --format jsonl`."""
 
@@ -113,12 +122,19 @@ class PredictionOut(BaseModel):
     status: Literal["ok", "no_digit", "unsure", "error"] = Field(
         description="ok: every digit read confidently; unsure: something is there but not "
                     "confidently a digit; no_digit: nothing there")
-    text: str | None = Field(description="the digits, left to right, when the status is ok")
+    text: str | None = Field(description="the digits, each line left to right, lines joined "
+                                         "by a newline, when the status is ok")
     digit: int | None = Field(description="the digit, when exactly one was found and it is sure")
     confidence: float | None = Field(description="the probability of `digit`")
     probabilities: list[float] | None = Field(
         description="the 10 class probabilities, when exactly one digit-like mark was found")
-    digits: list[DigitOut] = Field(description="every digit found, left to right")
+    digits: list[DigitOut] = Field(description="every digit found, line after line, each "
+                                               "line left to right")
+    lines: list[LineOut] = Field(description="the lines of writing, top to bottom")
+    sheet: list[list[float]] | None = Field(
+        description="the corners [x, y] (top-left, top-right, bottom-right, bottom-left) of the "
+                    "sheet of paper found in a photo and read flattened; null when the image "
+                    "was read as it is")
     threshold: float = Field(description="the confidence threshold used")
     preprocessed: list[str] = Field(
         description="per digit, the 28x28 image the model saw, as a PNG data URL")
@@ -208,14 +224,15 @@ def create_app(model: keras.Model, *, max_upload_bytes: int = DEFAULT_MAX_UPLOAD
         400: {**error, "description": "empty or corrupt image"},
         413: {**error, "description": "upload or image too large"},
         415: {**error, "description": "not an image, or an unsupported format"},
-        422: {**error, "description": "malformed request, or more marks than a number has"}})
+        422: {**error, "description": "malformed request, or more marks than a page of "
+                                      "numbers has (16 lines, 32 digits a line)"}})
     def predict_upload(
         file: Annotated[UploadFile, File(description="the image")],
         threshold_: Annotated[float | None, Query(
             alias="threshold", ge=0, le=1,
             description="calibrated confidence under which a digit is unsure")] = None,
     ) -> Any:
-        """Reads every digit in an uploaded image, left to right.
+        """Reads every digit in an uploaded image, line by line, left to right.
 
         `status` says whether the digits were read confidently (`ok`), something is there but
         not confidently a digit (`unsure`), or there is nothing (`no_digit`).
