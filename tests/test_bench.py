@@ -101,6 +101,15 @@ def test_reading_sections_measure_the_packaged_model(quick):
     numbers = sections["numbers"]
     assert numbers["images"] == 20 and 0 <= numbers["exact"] <= numbers["digit_count_right"]
     assert "| user-style (50) |" in quick[2]
+    notes = realworld["note_photos"]
+    assert notes["images"] == 6 and 0 <= notes["accuracy"] <= 1
+    assert {k.split(":")[0] for k in notes["per_kind"]} == {
+        "generator", "paper", "background", "effect"}
+    assert realworld["photo_one_core"]["cpu_cores"] == 1
+    assert realworld["photo_one_core"]["median_ms"] > 0
+    for pages in numbers["pages"].values():
+        assert pages["images"] == 6 and set(pages["per_line_count"]) <= {"2", "3", "4", "5", "6"}
+    assert "### Notes photographed on desks" in quick[2] and "### Pages of 2-6 lines" in quick[2]
 
 
 def test_rejection_section_and_its_figure(quick):

@@ -221,3 +221,16 @@ def test_a_sheet_found_costs_few_digits_of_the_whole_image(mnist_test_set):
     assert pending.cuts and all(cut.analysis.sheet is not None for cut in pending.cuts)
     assert len(pending.cuts[0].frames) == 2
     assert page.find_sheet(np.zeros((20, 20), np.float32)) is None
+
+
+def test_a_photo_whose_sheet_is_not_found_is_also_read_as_a_photo(model, mnist_test_set):
+    """Paper barely brighter than the desk, a hard shadow across both: no sheet passes the
+    checks, and the image as it is reads the shadow's edge as a 1; read as a photo (light
+    taken out locally, marks along the frame's edges dropped), it is right."""
+    images, labels = mnist_test_set
+    sheet, _ = _page(images, [[0, 1]])
+    data, _ = _photo(sheet, desk=0.85, shadow=True)
+    assert ink.analyse(decode.open_image(data)).sheet is None
+    result = Reader(model).read(data)
+    assert result.text == f"{labels[0]}{labels[1]}" and result.sheet is None
+    assert Reader(model, find_sheet=False).read(data).text != result.text

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from mnist_digits import data, runs
-from mnist_digits.bench import userimages
+from mnist_digits.bench import pagereading, userimages
 from mnist_digits.bench.context import Context, Section
 from mnist_digits.defaults import DEFAULT_THRESHOLD
 
@@ -85,6 +85,8 @@ def section_realworld(ctx: Context) -> dict[str, Any]:
                                 "unsure_rate": float(unsure[kinds_array == kind].mean())}
                          for kind in kinds if (kinds_array == kind).any()},
             "read_ms_median": 1000 * statistics.median(t for _, t in read)}
+    result["note_photos"] = pagereading.measure_notes(model, threshold, ctx.quick)
+    result["photo_one_core"] = pagereading.one_core_photo_ms(str(model_path), ctx.quick)
     return result
 
 
@@ -133,7 +135,8 @@ def section_numbers(ctx: Context) -> dict[str, Any]:
             "examples_wrong": [{"true": im.text, "read": r.text, "status": r.status,
                                 "found": "".join(str(d.digit) for d in r.digits)}
                                for (r, _), im, ok in zip(read, images, exact, strict=True)
-                               if not ok][:20]}
+                               if not ok][:20],
+            "pages": pagereading.measure_pages(model, threshold, ctx.quick)}
 
 
 def section_rejection(ctx: Context) -> dict[str, Any]:
@@ -235,7 +238,8 @@ def realworld_markdown(r: dict[str, Any]) -> list[str]:
                   f"{100 * v['unsure_rate']:.2f}% |" for k, v in r[family]["per_kind"].items()]
     return [*lines, "", f"Median time to read one image: "
                         f"{r['user_style']['read_ms_median']:.1f} ms (user-style), "
-                        f"{r['tight_crops']['read_ms_median']:.1f} ms (tight crops).", ""]
+                        f"{r['tight_crops']['read_ms_median']:.1f} ms (tight crops).", "",
+            *pagereading.notes_markdown(r["note_photos"], r["photo_one_core"])]
 
 
 def numbers_markdown(r: dict[str, Any]) -> list[str]:
@@ -252,7 +256,8 @@ def numbers_markdown(r: dict[str, Any]) -> list[str]:
                 f"{k}: {100 * v['exact']:.1f}%" for k, v in r["per_length"].items()) + " |",
             "| read exactly, by paper | " + ", ".join(
                 f"{k}: {100 * v['exact']:.1f}%" for k, v in r["per_paper"].items()) + " |",
-            f"| median time per image | {r['read_ms_median']:.1f} ms |", ""]
+            f"| median time per image | {r['read_ms_median']:.1f} ms |", "",
+            *pagereading.pages_markdown(r["pages"])]
 
 
 def rejection_markdown(r: dict[str, Any]) -> list[str]:

@@ -63,11 +63,24 @@ def _layout(lines: list[np.ndarray], size: tuple[int, int], rng: np.random.Gener
         strips.append(line[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1])
     gap = int(line_height * rng.uniform(0.5, 0.9))
     total = sum(s.shape[0] for s in strips) + gap * (len(strips) - 1)
-    y = max(0, (height - total) // 2 + int(rng.integers(-height // 12, height // 12 + 1)))
+    # Everything written stays on the page: lines too tall or too wide for it are shrunk.
+    fit = min(1.0, 0.9 * height / total, *(0.9 * width / s.shape[1] for s in strips))
+    if fit < 1:
+        import cv2
+
+        strips = [cv2.resize(s, (max(1, round(s.shape[1] * fit)), max(1, round(s.shape[0] * fit))),
+                             interpolation=cv2.INTER_AREA) for s in strips]
+        gap = int(gap * fit)
+        total = sum(s.shape[0] for s in strips) + gap * (len(strips) - 1)
+    spare = max(0, (height - total) // 2)  # at least 5% of the height, as `fit` leaves
+    shift = min(spare - int(0.05 * height), height // 12)
+    y = spare + int(rng.integers(-max(0, shift), max(0, shift) + 1))
     margin = rng.uniform(0.08, 0.3) * width  # the page's left margin, which lines stray from
     for strip in strips:
         h, w = strip.shape
-        x = int(np.clip(margin + rng.uniform(-0.08, 0.12) * width, 0, max(0, width - w)))
+        # Writing keeps a little off the paper's edges (5% of its width, at least).
+        x = int(np.clip(margin + rng.uniform(-0.08, 0.12) * width, 0.05 * width,
+                        max(0.05 * width, 0.95 * width - w)))
         region = page[y:y + h, x:x + w]
         np.maximum(region, strip[:region.shape[0], :region.shape[1]], out=region)
         y += h + gap
@@ -241,7 +254,7 @@ def _frame_size(rng: np.random.Generator) -> tuple[int, int]:
 
 
 def _warp_photo(ink: np.ndarray, paper: str, background: str, rng: np.random.Generator,
-                effects: list[str]) -> tuple[bytes, str]:
+                effects: list[str], frame: tuple[int, int] | None) -> tuple[bytes, str]:
     """The `warp` generator: see the module docstring."""
     import cv2
 
@@ -256,7 +269,7 @@ def _warp_photo(ink: np.ndarray, paper: str, background: str, rng: np.random.Gen
     if paper == "whiteboard":  # a grey frame around the board
         rim = max(6, int(0.03 * min(ink.shape)))
         sheet[:rim], sheet[-rim:], sheet[:, :rim], sheet[:, -rim:] = 0.55, 0.55, 0.55, 0.55
-    fw, fh = _frame_size(rng)
+    fw, fh = frame or _frame_size(rng)
     h, w = ink.shape
     corners = _perspective((w, h), (fw, fh), rng)
     matrix = cv2.getPerspectiveTransform(
@@ -287,7 +300,7 @@ def _field(rng: np.random.Generator, size: tuple[int, int], colour: np.ndarray) 
 
 
 def _paint_photo(ink: np.ndarray, paper: str, background: str, rng: np.random.Generator,
-                 effects: list[str]) -> tuple[bytes, str]:
+                 effects: list[str], frame: tuple[int, int] | None) -> tuple[bytes, str]:
     """The `paint` generator: see the module docstring."""
     h, w = ink.shape
     pencil = rng.random() < 0.25
@@ -310,7 +323,7 @@ def _paint_photo(ink: np.ndarray, paper: str, background: str, rng: np.random.Ge
     else:
         ImageDraw.Draw(shape).rounded_rectangle((0, 0, w - 1, h - 1),
                                                 radius=int(rng.uniform(0, 0.05) * w), fill=255)
-    fw, fh = _frame_size(rng)
+    fw, fh = frame or _frame_size(rng)
     corners = _perspective((w, h), (fw, fh), rng)
     # Pillow maps output pixels back to input ones: solve for the transform from the corners.
     source = [(0, 0), (w, 0), (w, h), (0, h)]
@@ -343,16 +356,17 @@ def _paint_photo(ink: np.ndarray, paper: str, background: str, rng: np.random.Ge
 
 def photo(digit_lines: list[np.ndarray], text: str, rng: np.random.Generator,
           generator: str | None = None, paper: str | None = None,
-          background: str | None = None) -> Photo:
+          background: str | None = None, frame: tuple[int, int] | None = None) -> Photo:
     """A photo of MNIST test digits (one uint8 `(k, 28, 28)` array per line of writing) on a
-    sheet lying on a background; `text` is their true reading."""
+    sheet lying on a background; `text` is their true reading. `frame` is the photo's
+    `(width, height)` (default: a phone photo's, 640x480 to 1600x1200, either way up)."""
     generator = generator or GENERATORS[int(rng.integers(len(GENERATORS)))]
     paper = paper or PAPERS[int(rng.integers(len(PAPERS)))]
     background = background or BACKGROUNDS[int(rng.integers(len(BACKGROUNDS)))]
     effects: list[str] = []
     ink = _written(digit_lines, paper, rng)
     make = _warp_photo if generator == "warp" else _paint_photo
-    data, suffix = make(ink, paper, background, rng, effects)
+    data, suffix = make(ink, paper, background, rng, effects, frame)
     return Photo(data, suffix, text, generator, paper, background, tuple(effects))
 
 

@@ -363,22 +363,8 @@ def paper_margin(height: int, width: int) -> int:
     return max(2, round(PAD_RATIO * min(max(height, width), 3 * min(height, width))))
 
 
-def _off_the_edge(mask: np.ndarray, inner: tuple[int, int, int, int]) -> np.ndarray:
-    """`mask` without the marks that reach the edge band of a flattened sheet (`inner` is
-    inside it): what is left of the desk, a shadow or a torn edge. Writing on a note keeps
-    off its edges."""
-    import cv2
-
-    _, labels, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8),
-                                                           connectivity=8)
-    top, left, bottom, right = inner
-    x, y, w, h = (stats[1:, k] for k in range(4))
-    touching = (x <= left) | (y <= top) | (x + w >= right) | (y + h >= bottom)
-    return np.isin(labels, np.flatnonzero(~touching) + 1)
-
-
-def analyse(image: Image.Image, paper: str | None = None, *,
-            find_sheet: bool = True) -> InkAnalysis | None:
+def analyse(image: Image.Image, paper: str | None = None, *, find_sheet: bool = True,
+            as_photo: bool = False) -> InkAnalysis | None:
     """Steps 2-5 of the module docstring: a decoded image -> its ink; None if there is none.
 
     A sheet found in a photo (`page.find_sheet`) is flattened and read; if no ink is found on
@@ -390,6 +376,8 @@ def analyse(image: Image.Image, paper: str | None = None, *,
             `ink_is_dark`).
         find_sheet: look for a (light) sheet of paper lying on something; False, or paper
             forced `"dark"`, reads the image as it is.
+        as_photo: read the whole image as a photographed sheet (`page.whole_frame`), with
+            no search and no fallback.
     """
     gray = to_gray(image)
     # The analysis, paper included, costs its pixels: at most ANALYSIS_SIZE squared of them.
@@ -398,6 +386,9 @@ def analyse(image: Image.Image, paper: str | None = None, *,
     scale = ANALYSIS_SIZE / np.sqrt((height + 2 * margin) * (width + 2 * margin))
     reduced = _reduce(gray, max(1, round(max(height, width) * scale)))
     source = (gray.shape[1], gray.shape[0], gray.shape[1] / reduced.shape[1])
+    if as_photo:
+        sheet = page.whole_frame(reduced)
+        return _analyse_reduced(sheet.flatten(reduced), paper, source, sheet)
     sheet = page.find_sheet(reduced) if find_sheet and paper != "dark" else None
     if sheet is not None:
         found = _analyse_reduced(sheet.flatten(reduced), paper, source, sheet)
@@ -441,7 +432,7 @@ def _analyse_reduced(reduced: np.ndarray, paper: str | None,
         if found is None:
             return None
     if sheet is not None:
-        found = (_off_the_edge(found[0], inner), found[1])
+        found = (light.off_the_edge(found[0], inner), found[1])
         if not found[0].any():
             return None
     return InkAnalysis(ink, found[0], found[1], source[2], margin, source[:2], paper,

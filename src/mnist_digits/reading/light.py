@@ -64,3 +64,17 @@ def _stroke_width(mask: np.ndarray) -> float:
     distance = cv2.distanceTransform(mask.astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
     ridge = (distance >= cv2.dilate(distance, np.ones((3, 3), np.uint8))) & mask
     return 2.0 * float(np.median(distance[ridge])) if ridge.any() else 0.0
+
+
+def off_the_edge(mask: np.ndarray, inner: tuple[int, int, int, int]) -> np.ndarray:
+    """`mask` without the marks that reach the edge band of a flattened sheet (`inner` is
+    inside it): what is left of the desk, a shadow or a torn edge. Writing on a note keeps
+    off its edges."""
+    import cv2
+
+    _, labels, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8),
+                                                           connectivity=8)
+    top, left, bottom, right = inner
+    x, y, w, h = (stats[1:, k] for k in range(4))
+    touching = (x <= left) | (y <= top) | (x + w >= right) | (y + h >= bottom)
+    return np.isin(labels, np.flatnonzero(~touching) + 1)

@@ -57,6 +57,7 @@ class Sheet:
             irregular outline).
         region: uint8, 1 where the sheet's paper is, at `search_scale` of the image.
         search_scale: the size of `region` against the image's.
+        found: False for `whole_frame`: the image read as a photo, with no sheet found in it.
     """
 
     corners: np.ndarray
@@ -65,6 +66,7 @@ class Sheet:
     quad: bool
     region: np.ndarray = dataclasses.field(repr=False)
     search_scale: float = 1.0
+    found: bool = True
 
     def flatten(self, gray: np.ndarray) -> np.ndarray:
         """The sheet cut out of `gray` (the image it was found in) as an upright page.
@@ -259,3 +261,12 @@ def find_sheet(gray: np.ndarray) -> Sheet | None:
                          [width + inset_x, height + inset_y], [-inset_x, height + inset_y]])
     matrix = cv2.getPerspectiveTransform(corners, target)
     return Sheet(corners, (width, height), matrix, quad, region, scale)
+
+
+def whole_frame(gray: np.ndarray) -> Sheet:
+    """The whole image as the sheet, for a photo in which no sheet was found: its light is
+    then taken out locally and the marks along its edges (the desk, a shadow) are dropped,
+    as on a sheet that was found."""
+    h, w = gray.shape
+    corners = np.float32([[0, 0], [w, 0], [w, h], [0, h]])
+    return Sheet(corners, (w, h), np.eye(3), True, np.ones((h, w), np.uint8), found=False)

@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     import keras
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+MIN_PHOTO_SIDE = 400  # an image with no sheet found is also read as a photo from this size
 
 
 @dataclasses.dataclass
@@ -91,6 +92,13 @@ def prepare(path: str, image: Image.Image, max_digits: int = segment.MAX_DIGITS,
                             find_sheet=find_sheet)
         if other is not None:
             analyses.append(other)
+    if find_sheet and analysis is not None and analysis.sheet is None and \
+            min(image.size) >= MIN_PHOTO_SIDE:
+        # A photo whose sheet was not found (paper as bright as the desk, a shadow over an
+        # edge): also read it as a photographed sheet; `finish` keeps the surer reading.
+        photo = ink.analyse(image, as_photo=True)
+        if photo is not None:
+            analyses.append(photo)
     cuts = []
     for found in analyses:
         try:
@@ -179,7 +187,8 @@ def finish(pending: Sequence[_Pending], model: keras.Model, threshold: float,
             "unsure" if any(d.unsure for d in best) else "ok"
         sheet = cut.analysis.sheet if cut is not None else None
         out.append(Reading(p.path, status=status, digits=tuple(best), lines=tuple(best_lines),
-                           sheet=sheet.outline(cut.analysis.scale) if sheet else None))
+                           sheet=sheet.outline(cut.analysis.scale)
+                           if sheet and sheet.found else None))
     return out
 
 
