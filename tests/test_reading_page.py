@@ -234,3 +234,21 @@ def test_a_photo_whose_sheet_is_not_found_is_also_read_as_a_photo(model, mnist_t
     result = Reader(model).read(data)
     assert result.text == f"{labels[0]}{labels[1]}" and result.sheet is None
     assert Reader(model, find_sheet=False).read(data).text != result.text
+
+
+def test_of_several_sheets_the_largest_is_read(model, mnist_test_set):
+    images, labels = mnist_test_set
+    large, _ = _page(images, [[0, 1]])
+    small, _ = _page(images, [[2]], size=(160, 120), digit=48)
+    photo = np.full((480, 640), 0.25, np.float32)
+    for sheet, corners in ((large, np.float32([[40, 60], [400, 90], [380, 380], [30, 350]])),
+                           (small, np.float32([[450, 100], [610, 110], [605, 230], [445, 220]]))):
+        h, w = sheet.shape
+        matrix = cv2.getPerspectiveTransform(np.float32([[0, 0], [w, 0], [w, h], [0, h]]),
+                                             corners)
+        cover = cv2.warpPerspective(np.ones((h, w), np.float32), matrix, (640, 480))
+        warped = cv2.warpPerspective(sheet.astype(np.float32) / 255, matrix, (640, 480))
+        photo = photo * (1 - cover) + warped * cover
+    result = Reader(model).read(png(np.uint8(photo * 255)))
+    assert result.text == f"{labels[0]}{labels[1]}"
+    assert np.float32(result.sheet)[:, 0].max() < 420  # the large sheet's outline

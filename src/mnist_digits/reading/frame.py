@@ -82,11 +82,16 @@ def normalize_strokes(digit: np.ndarray) -> np.ndarray:
     width = stroke_width(mask)
     target = STROKE_RATIO * 4 * BOX
     # Below MNIST's 10th percentile of width (0.1 of the box): pen on paper, a thin brush.
+    # OpenCV's flat morphology, with SciPy's mirrored border: the same result, many times
+    # faster for a wide pen tip.
+    import cv2
+
     if width < 0.7 * target:
-        return crop_ink(ndimage.grey_dilation(
-            work, footprint=disk(round((0.9 * target - width) / 2))))
+        return crop_ink(cv2.dilate(work, disk(round((0.9 * target - width) / 2)).astype(np.uint8),
+                                   borderType=cv2.BORDER_REFLECT))
     if width > 2.2 * target:
-        eroded = ndimage.grey_erosion(work, footprint=disk(round((width - 1.5 * target) / 2)))
+        eroded = cv2.erode(work, disk(round((width - 1.5 * target) / 2)).astype(np.uint8),
+                           borderType=cv2.BORDER_REFLECT)
         if (eroded > 0.5).sum() > 0.3 * mask.sum():  # never erode a digit away
             return crop_ink(eroded)
     return digit  # untouched: resampling up and down again would only blur it
