@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 MIN_PHOTO_SIDE = 400  # an image with no sheet found is also read as a photo from this size
+MAX_WRITING = 0.08  # ink covering more of an image than this is not only pen strokes
 
 
 @dataclasses.dataclass
@@ -93,9 +94,9 @@ def prepare(path: str, image: Image.Image, max_digits: int = segment.MAX_DIGITS,
         if other is not None:
             analyses.append(other)
     if find_sheet and analysis is not None and analysis.sheet is None and \
-            min(image.size) >= MIN_PHOTO_SIDE:
+            min(image.size) >= MIN_PHOTO_SIDE and _looks_like_a_photo(analysis):
         # A photo whose sheet was not found (paper as bright as the desk, a shadow over an
-        # edge): also read it as a photographed sheet; `finish` keeps the surer reading.
+        # edge) is also read as a photographed sheet; `finish` keeps the surer reading.
         photo = ink.analyse(image, as_photo=True)
         if photo is not None:
             analyses.append(photo)
@@ -117,6 +118,16 @@ def prepare(path: str, image: Image.Image, max_digits: int = segment.MAX_DIGITS,
                                    [(part, _frame(found, part)) for part in parts]))
         cuts.append(_Cut(found, items, [len(regions) for regions in written]))
     return _Pending(path, cuts)
+
+
+def _looks_like_a_photo(analysis: ink.InkAnalysis) -> bool:
+    """Whether the ink found in an image as it is looks like a photo's desk, shadows or
+    sheet rather than writing: it reaches the image's own edge (inside the paper that
+    `ink.analyse` added around it), or covers more of the image than pen strokes do."""
+    m, mask = analysis.margin, analysis.mask
+    inner = mask[m:mask.shape[0] - m, m:mask.shape[1] - m]
+    return bool(inner[:2].any() or inner[-2:].any() or inner[:, :2].any() or
+                inner[:, -2:].any() or inner.mean() > MAX_WRITING)
 
 
 def _digits(cut: _Cut, probabilities: np.ndarray, threshold: float,
