@@ -10,6 +10,7 @@ import io
 import cv2
 import numpy as np
 import pytest
+from helpers import png
 from PIL import Image
 
 from mnist_digits import predict
@@ -21,12 +22,6 @@ from mnist_digits.reading.pipeline import prepare
 @pytest.fixture(scope="module")
 def model():
     return predict.load_model()
-
-
-def png(array: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    Image.fromarray(array).save(buffer, format="PNG")
-    return buffer.getvalue()
 
 
 def _page(images: np.ndarray, rows: list[list[int]], size=(420, 300), digit=64,

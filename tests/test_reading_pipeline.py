@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import io
 import json
 
 import numpy as np
 import pytest
+from helpers import png
 from PIL import Image, ImageDraw
 
 from mnist_digits import modelfile, predict, pretrained
@@ -16,12 +16,6 @@ from mnist_digits.reading import Reader, Reading
 @pytest.fixture(scope="module")
 def model():
     return predict.load_model()
-
-
-def png(array: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    Image.fromarray(array).save(buffer, format="PNG")
-    return buffer.getvalue()
 
 
 def read(model, data: bytes, threshold: float | None = None) -> Reading:

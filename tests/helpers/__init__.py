@@ -17,8 +17,15 @@ import numpy as np
 import scipy.ndimage
 from PIL import Image
 
-__all__ = ["free_port", "interrupt_when", "one_line_error", "png_header_only", "random_inner_ink",
-           "run_cli", "turned", "wait_for"]
+__all__ = ["free_port", "interrupt_when", "one_line_error", "png", "png_header_only",
+           "random_inner_ink", "run_cli", "turned", "wait_for"]
+
+
+def png(array: np.ndarray) -> bytes:
+    """A uint8 array as PNG file bytes."""
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="PNG")
+    return buffer.getvalue()
 
 
 def free_port() -> int:
